@@ -1,0 +1,136 @@
+"""Eager overhead of an npgrad op against the hand-written Function it replaces.
+
+The tutorial's op (a 5x5 input, a 2x2 filter, forward + backward) three ways, timed interleaved in
+one run so that machine noise hits all of them alike:
+
+- seed: the tutorial's hand-written autograd.Function (the baseline);
+- custom_op: the same op with torch.library.custom_op + register_autograd;
+- npgrad: the same op with @npgrad.op and @op.backward.
+
+Goals: npgrad <= 1.10x seed, and < 1.0x custom_op. Run: python benchmarks/overhead.py
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import time
+from collections.abc import Callable
+
+import numpy as np
+import torch
+from scipy.signal import convolve2d, correlate2d
+
+import npgrad
+
+
+class ScipyConv2dFunction(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, input, filter, bias):  # type: ignore[no-untyped-def]
+        input, filter, bias = input.detach(), filter.detach(), bias.detach()
+        result = correlate2d(input.numpy(), filter.numpy(), mode="valid")
+        result += bias.numpy()
+        ctx.save_for_backward(input, filter, bias)
+        return torch.as_tensor(result, dtype=input.dtype)
+
+    @staticmethod
+    def backward(ctx, grad_output):  # type: ignore[no-untyped-def]
+        grad_output = grad_output.detach()
+        input, filter, _bias = ctx.saved_tensors
+        grad_output = grad_output.numpy()
+        grad_bias = np.sum(grad_output, keepdims=True)
+        grad_input = convolve2d(grad_output, filter.numpy(), mode="full")
+        grad_filter = correlate2d(input.numpy(), grad_output, mode="valid")
+        return (
+            torch.from_numpy(grad_input),
+            torch.from_numpy(grad_filter).to(torch.float),
+            torch.from_numpy(grad_bias).to(torch.float),
+        )
+
+
+@torch.library.custom_op("bench::custom_conv2d", mutates_args=())
+def custom_conv2d(input: torch.Tensor, filter: torch.Tensor, bias: torch.Tensor) -> torch.Tensor:
+    result = correlate2d(input.numpy(), filter.numpy(), mode="valid")
+    result += bias.numpy()
+    return torch.as_tensor(result, dtype=input.dtype)
+
+
+def _custom_setup(ctx, inputs, output):  # type: ignore[no-untyped-def]
+    ctx.save_for_backward(*inputs)
+
+
+def _custom_backward(ctx, grad_output):  # type: ignore[no-untyped-def]
+    input, filter, _bias = ctx.saved_tensors
+    grad_output = grad_output.numpy()
+    grad_bias = np.sum(grad_output, keepdims=True)
+    grad_input = convolve2d(grad_output, filter.numpy(), mode="full")
+    grad_filter = correlate2d(input.numpy(), grad_output, mode="valid")
+    return (
+        torch.from_numpy(grad_input),
+        torch.from_numpy(grad_filter).to(torch.float),
+        torch.from_numpy(grad_bias).to(torch.float),
+    )
+
+
+custom_conv2d.register_autograd(_custom_backward, setup_context=_custom_setup)
+
+
+@npgrad.op("bench::npgrad_conv2d")
+def npgrad_conv2d(input, filter, bias):  # type: ignore[no-untyped-def]
+    return correlate2d(input, filter, mode="valid") + bias
+
+
+@npgrad_conv2d.backward
+def _(grad, input, filter, bias):  # type: ignore[no-untyped-def]
+    return convolve2d(grad, filter, mode="full"), correlate2d(input, grad, mode="valid"), grad
+
+
+def measure(calls: int, rounds: int) -> dict[str, float]:
+    """Return the median seconds per forward+backward call of each implementation."""
+    input = torch.randn(5, 5, requires_grad=True)
+    filter = torch.randn(2, 2, requires_grad=True)
+    bias = torch.randn(1, 1, requires_grad=True)
+    grad = torch.randn(4, 4)
+    implementations: dict[str, Callable[..., torch.Tensor]] = {
+        "seed": ScipyConv2dFunction.apply,
+        "custom_op": custom_conv2d,
+        "npgrad": npgrad_conv2d,
+    }
+    reference = ScipyConv2dFunction.apply(input, filter, bias)
+    for name, fn in implementations.items():
+        torch.testing.assert_close(fn(input, filter, bias), reference, msg=name)
+    samples: dict[str, list[float]] = {name: [] for name in implementations}
+    for _ in range(rounds):
+        for name, fn in implementations.items():
+            start = time.perf_counter()
+            for _ in range(calls):
+                fn(input, filter, bias).backward(grad)
+            samples[name].append((time.perf_counter() - start) / calls)
+    return {name: statistics.median(times) for name, times in samples.items()}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--calls", type=int, default=500, help="calls per round (500)")
+    parser.add_argument("--rounds", type=int, default=30, help="interleaved rounds (30)")
+    args = parser.parse_args()
+    torch.set_num_threads(1)
+    medians = measure(args.calls, args.rounds)
+    seed = medians["seed"]
+    print(f"{'implementation':<12} {'us/call':>8} {'vs seed':>8} {'vs custom_op':>13}")
+    for name, seconds in medians.items():
+        print(
+            f"{name:<12} {seconds * 1e6:8.1f} {seconds / seed:7.2f}x "
+            f"{seconds / medians['custom_op']:12.2f}x"
+        )
+    ratio_seed = medians["npgrad"] / seed
+    ratio_custom = medians["npgrad"] / medians["custom_op"]
+    ok = ratio_seed <= 1.10 and ratio_custom < 1.0
+    print(
+        f"goal npgrad <= 1.10x seed and < 1.00x custom_op: "
+        f"{ratio_seed:.2f}x, {ratio_custom:.2f}x -> {'met' if ok else 'NOT met'}"
+    )
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,135 @@
+"""The tensor <-> ndarray boundary, and the policies that govern it.
+
+Design requirements, one place each:
+
+- memory: CPU tensors reach NumPy without a copy; results come back through ``from_numpy`` and
+  are copied only when torch cannot take them as they are (negative strides, read-only memory,
+  non-native byte order).
+- safety: user code sees read-only views, so a forward cannot write into a caller's tensor; a
+  result that is a view of an input is therefore read-only too, and is copied on the way back.
+- dtype: float16 and bfloat16 are computed in float32; floating results take the promotion of the
+  floating inputs; integer and bool results keep their dtype; complex values are refused.
+- device: NumPy runs on the CPU; results and gradients go back to the inputs' device.
+- shapes: a gradient shaped like a broadcast of its input is summed down to the input's shape.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+import torch
+
+# NumPy has no bfloat16 and SciPy rarely accepts float16: both are computed in float32.
+_COMPUTE_DTYPE = {torch.float16: torch.float32, torch.bfloat16: torch.float32}
+
+Array = np.ndarray[Any, Any]
+
+
+def to_numpy(tensor: torch.Tensor) -> Array:
+    """Return a read-only ndarray of ``tensor``'s memory; a copy only off the CPU or for halves."""
+    if tensor.dtype in _COMPUTE_DTYPE:
+        tensor = tensor.to(_COMPUTE_DTYPE[tensor.dtype])
+    # force=True detaches, moves to the CPU and resolves conj/neg bits; a plain CPU tensor is
+    # returned as a view of the same memory.
+    array: Array = tensor.numpy(force=True)
+    array.setflags(write=False)
+    return array
+
+
+def floating_result_dtype(tensors: Sequence[torch.Tensor]) -> torch.dtype:
+    """Return the floating dtype torch would give an op on ``tensors``.
+
+    Dimensioned tensors take precedence over 0-dim ones, as in torch's own type promotion; with
+    no floating tensor at all, the result is torch's default dtype (as ``torch.sqrt`` of an int).
+    """
+    dtypes = {tensor.dtype for tensor in tensors}
+    if len(dtypes) == 1:
+        (only,) = dtypes
+        if only.is_floating_point:
+            return only
+    dimensioned: torch.dtype | None = None
+    scalar: torch.dtype | None = None
+    for tensor in tensors:
+        dtype = tensor.dtype
+        if not dtype.is_floating_point:
+            continue
+        if tensor.dim():
+            dimensioned = dtype if dimensioned is None else torch.promote_types(dimensioned, dtype)
+        else:
+            scalar = dtype if scalar is None else torch.promote_types(scalar, dtype)
+    if dimensioned is not None:
+        return dimensioned
+    if scalar is not None:
+        return scalar
+    return torch.get_default_dtype()
+
+
+def array_problem(value: object) -> str | None:
+    """Say why ``value`` cannot become a tensor, or return None when it can."""
+    if not isinstance(value, np.ndarray):
+        return f"a {type(value).__name__}"
+    kind = value.dtype.kind
+    if kind in "biuf":
+        return None
+    if kind == "c":
+        return f"a complex array (dtype {value.dtype})"
+    return f"an array of dtype {value.dtype}"
+
+
+def as_array(value: object) -> object:
+    """Turn NumPy scalars and Python numbers into 0-dim arrays; leave everything else alone."""
+    if isinstance(value, (np.generic, int, float)):
+        return np.asarray(value)
+    return value
+
+
+def to_tensor(array: Array, dtype: torch.dtype | None, device: torch.device | None) -> torch.Tensor:
+    """Return ``array`` as a tensor of ``dtype`` (None: keep) on ``device`` (None: the CPU).
+
+    The tensor shares the array's memory unless torch cannot view it, or a cast or move is needed.
+    """
+    if not array.flags.writeable:
+        array = array.copy()
+    try:
+        tensor = torch.from_numpy(array)
+    except (ValueError, TypeError):
+        # Negative strides or a non-native byte order: torch cannot view this memory.
+        array = np.ascontiguousarray(array, dtype=array.dtype.newbyteorder("="))
+        tensor = torch.from_numpy(array)
+    if device is not None:
+        return tensor.to(device=device, dtype=dtype)
+    if dtype is not None and tensor.dtype != dtype:
+        return tensor.to(dtype)
+    return tensor
+
+
+def reduce_to_shape(grad: Array, shape: tuple[int, ...]) -> Array | None:
+    """Sum ``grad`` down to ``shape`` when ``grad`` is shaped like a broadcast of it, else None.
+
+    >>> reduce_to_shape(np.ones((4, 3)), (1, 3)).tolist()
+    [[4.0, 4.0, 4.0]]
+    """
+    have = grad.shape
+    if have == shape:
+        return grad
+    lead = len(have) - len(shape)
+    if lead < 0:
+        # Same values, fewer size-1 dims, e.g. a () gradient for a (1, 1) input.
+        if grad.size == math.prod(shape) and _squeezed(have) == _squeezed(shape):
+            return grad.reshape(shape)
+        return None
+    axes = list(range(lead))
+    for i, size in enumerate(shape):
+        if size != have[lead + i]:
+            if size != 1:
+                return None
+            axes.append(lead + i)
+    reduced: Array = np.add.reduce(grad, axis=tuple(axes)).reshape(shape)
+    return reduced
+
+
+def _squeezed(shape: tuple[int, ...]) -> tuple[int, ...]:
+    return tuple(size for size in shape if size != 1)

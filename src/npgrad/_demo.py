@@ -1,0 +1,69 @@
+"""``npgrad demo``: the tutorial's ScipyConv2d with npgrad, then learning a hidden kernel."""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+import npgrad
+
+# Learning counts as a success when every recovered weight is this close to the hidden one.
+_TOLERANCE = 1e-2
+
+
+def run(steps: int = 300, seed: int = 0) -> int:
+    """Print the tutorial's walk-through and learn a hidden kernel; return 0 on success, else 1."""
+    from npgrad_scipy import ScipyConv2d
+
+    torch.manual_seed(seed)
+    print("1. The tutorial's layer, with npgrad doing the autograd plumbing")
+    module = ScipyConv2d(3, 3)
+    print(f"   {module}")
+    for name, parameter in module.named_parameters():
+        print(f"   {name}: {_fmt(parameter)}")
+
+    input = torch.randn(5, 5, requires_grad=True)
+    output = module(input)
+    print(f"   output of a 5x5 input: shape {tuple(output.shape)}, grad_fn {output.grad_fn.name()}")
+    print(f"   {_fmt(output)}")
+    output.backward(torch.randn(output.shape))
+    assert input.grad is not None
+    print(f"   gradient for the input: {_fmt(input.grad)}")
+
+    double = torch.randn(20, 20, dtype=torch.double, requires_grad=True)
+    verdict = torch.autograd.gradcheck(module, (double,), eps=1e-6, atol=1e-4)
+    print(f"   gradcheck (20x20 double input, eps=1e-6, atol=1e-4): {verdict}")
+    report = npgrad.check(module.op, torch.randn(10, 10), torch.randn(3, 3), torch.randn(1, 1))
+    print(f"   npgrad.check: {report}")
+
+    print(f"2. Learning a hidden 3x3 kernel and bias by gradient descent ({steps} steps)")
+    hidden = ScipyConv2d(3, 3).requires_grad_(False)
+    model = ScipyConv2d(3, 3)
+    optimizer = torch.optim.Adam(model.parameters(), lr=0.05)
+    scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, steps)
+    for step in range(1, steps + 1):
+        image = torch.randn(32, 32)
+        loss = torch.mean((model(image) - hidden(image)) ** 2)
+        optimizer.zero_grad()
+        loss.backward()  # type: ignore[no-untyped-call]
+        optimizer.step()
+        scheduler.step()
+        if step == 1 or step % (steps // 5 or 1) == 0:
+            print(f"   step {step:4d}  loss {loss.item():.3e}")
+    error = max(
+        (model.get_parameter(name) - hidden.get_parameter(name)).abs().max().item()
+        for name in ("filter", "bias")
+    )
+    print(f"   hidden filter:  {_fmt(hidden.get_parameter('filter'))}")
+    print(f"   learned filter: {_fmt(model.get_parameter('filter'))}")
+    print(f"   largest error in the recovered kernel and bias: {error:.2e}")
+    if verdict and error < _TOLERANCE:
+        print("   recovered: OK")
+        return 0
+    print(f"   FAILED: expected an error below {_TOLERANCE:g}")
+    return 1
+
+
+def _fmt(tensor: torch.Tensor) -> str:
+    array = tensor.detach().numpy()
+    return np.array2string(array, precision=3, floatmode="fixed", max_line_width=200)

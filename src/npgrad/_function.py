@@ -1,0 +1,400 @@
+"""The autograd.Function behind each op, and the per-call path through it.
+
+One call: inputs are sorted into tensors and constants and checked (kind, complex, device);
+if autograd needs a graph the op's generated Function runs, otherwise the forward runs directly.
+Both paths share `run_forward`, so they cannot drift. The Function is written in the
+forward/setup_context form that torch.func requires.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import torch
+
+from npgrad._convert import (
+    Array,
+    array_problem,
+    as_array,
+    floating_result_dtype,
+    reduce_to_shape,
+    to_numpy,
+    to_tensor,
+)
+from npgrad.errors import (
+    GradientError,
+    InputError,
+    MissingBackwardError,
+    NotTwiceDifferentiableError,
+    OutputError,
+)
+
+if TYPE_CHECKING:
+    from npgrad._op import Op
+
+_transforms_active = torch._C._are_functorch_transforms_active
+_NUMBERS = (bool, int, float, np.bool_, np.integer, np.floating)
+
+
+class Call:
+    """What one call carries from the forward to its backward; metadata only, never tensors."""
+
+    __slots__ = ("arrays", "config", "constants", "device", "dtype", "op", "single", "slots")
+
+    def __init__(
+        self,
+        op: Op,
+        config: dict[str, Any],
+        constants: list[Any],
+        slots: list[int],
+        dtype: torch.dtype,
+        device: torch.device | None,
+    ) -> None:
+        self.op = op
+        self.config = config
+        # Non-tensor positional inputs by position, None where a tensor goes.
+        self.constants = constants
+        self.slots = slots
+        self.dtype = dtype
+        # None on the CPU, where results need no move.
+        self.device = device
+        self.single = True
+        # What the user's forward received, kept for the backward: converting the saved tensors
+        # again would cost as much as the conversion itself. Dies with the autograd context.
+        self.arrays: list[Any] = constants
+
+
+def call(op: Op, inputs: tuple[Any, ...], config: dict[str, Any]) -> Any:
+    """Run ``op`` on ``inputs``: through its Function when a graph is needed, else directly."""
+    if op.varargs_name is None and len(inputs) != len(op.input_names):
+        raise InputError(
+            f'npgrad op "{op.name}": called with {len(inputs)} positional inputs, expected '
+            f"{len(op.input_names)} ({', '.join(op.input_names)}); pass config as keywords"
+        )
+    args = list(inputs)
+    constants = list(inputs)
+    slots = []
+    tensors = []
+    needs_graph = False
+    device = None
+    mixed = False
+    for i, value in enumerate(inputs):
+        if isinstance(value, torch.Tensor):
+            tensor = value
+        elif isinstance(value, np.ndarray) and array_problem(value) is None:
+            tensor = to_tensor(value, None, None)
+            args[i] = tensor
+        elif isinstance(value, _NUMBERS):
+            continue
+        else:
+            raise _input_error(op, i, value)
+        if tensor.is_complex():
+            raise _input_error(op, i, value)
+        if tensor.requires_grad:
+            needs_graph = True
+        if device is None:
+            device = tensor.device
+        elif tensor.device != device:
+            mixed = True
+        constants[i] = None
+        slots.append(i)
+        tensors.append(tensor)
+    if mixed:
+        device = _common_device(op, tensors)
+    state = Call(
+        op,
+        config,
+        constants,
+        slots,
+        floating_result_dtype(tensors),
+        None if device is None or device.type == "cpu" else device,
+    )
+    if needs_graph and torch.is_grad_enabled():
+        if _transforms_active():
+            return op.function.apply(state, *args)  # type: ignore[no-untyped-call]
+        return op.apply_directly(state, *args)
+    return run_forward(state, args)
+
+
+def run_forward(state: Call, args: Sequence[Any]) -> Any:
+    """Convert the tensor inputs, run the user's forward, convert its result back."""
+    op = state.op
+    arrays = list(state.constants)
+    for i in state.slots:
+        arrays[i] = to_numpy(args[i])
+    state.arrays = arrays
+    try:
+        result = op.forward(*arrays, **state.config)
+    except Exception as error:
+        _add_note(error, op, "forward")
+        raise
+    if isinstance(result, tuple):
+        state.single = False
+        outputs = tuple(_output(op, k, value, state) for k, value in enumerate(result))
+        return outputs
+    return _output(op, 0, result, state)
+
+
+def _output(op: Op, index: int, value: Any, state: Call) -> torch.Tensor:
+    if type(value) is np.ndarray and value.dtype.kind == "f":
+        return to_tensor(value, state.dtype, state.device)
+    value = as_array(value)
+    problem = array_problem(value)
+    if problem is not None:
+        fix = {
+            "a NoneType": "return the result; a forward must return an ndarray or a tuple of them",
+            "a list": "return a tuple of ndarrays for several outputs, or np.asarray(...) for one",
+        }.get(
+            problem,
+            "return real (bool, integer or floating) ndarrays; split complex "
+            "results into real and imaginary parts",
+        )
+        raise OutputError(
+            f'npgrad op "{op.name}": forward returned {problem} at output {index}, expected an '
+            f"ndarray of a real dtype; {fix}"
+        )
+    assert isinstance(value, np.ndarray)
+    dtype = state.dtype if value.dtype.kind == "f" else None
+    return to_tensor(value, dtype, state.device)
+
+
+def build(op: Op) -> type[torch.autograd.Function]:
+    """Return a new autograd.Function subclass running ``op``, named after it."""
+
+    def forward(state: Call, *args: Any) -> Any:
+        return run_forward(state, args)
+
+    def setup_context(ctx: Any, inputs: tuple[Any, ...], output: Any) -> None:
+        state: Call = inputs[0]
+        ctx.state = state
+        outputs = (output,) if state.single else output
+        saved = [inputs[1 + i] for i in state.slots]
+        if op.saves_outputs:
+            saved.extend(outputs)
+        ctx.save_for_backward(*saved)
+        frozen = [t for t in outputs if not t.is_floating_point()]
+        if frozen:
+            ctx.mark_non_differentiable(*frozen)
+
+    def backward(ctx: Any, *grads: torch.Tensor) -> tuple[torch.Tensor | None, ...]:
+        return (None, *run_backward(ctx.state, ctx.saved_tensors, grads, ctx.needs_input_grad[1:]))
+
+    namespace = {
+        "forward": staticmethod(forward),
+        "setup_context": staticmethod(setup_context),
+        "backward": staticmethod(backward),
+        "__module__": __name__,
+        "__doc__": f"The autograd.Function of npgrad op {op.name}.",
+    }
+    return type(f"{op.namespace}_{op.opname}", (torch.autograd.Function,), namespace)
+
+
+def direct_apply(function: type[torch.autograd.Function]) -> Any:
+    """Return the C++ ``apply`` of ``function``, bypassing ``Function.apply``'s Python prologue.
+
+    Outside torch.func transforms, ``Function.apply`` only binds the arguments to ``forward``'s
+    signature with ``inspect`` (about 10 us a call, a quarter of a small op's whole cost) before
+    calling this; npgrad's forward takes plain positional arguments, so the binding is a no-op.
+    """
+    return super(torch.autograd.Function, function).apply  # type: ignore[misc]
+
+
+def run_backward(
+    state: Call,
+    saved: Sequence[torch.Tensor],
+    grads: Sequence[torch.Tensor],
+    needs: Sequence[bool],
+) -> list[torch.Tensor | None]:
+    """Call the user's gradients on ndarrays; check, reduce and convert what they return."""
+    op = state.op
+    inputs = state.arrays
+    outputs: Any = None
+    if op.saves_outputs:
+        arrays = tuple(to_numpy(t) for t in saved[len(state.slots) :])
+        outputs = arrays[0] if state.single else arrays
+    grad_arrays = [to_numpy(g) for g in grads]
+    raw = _user_gradients(op, grad_arrays, inputs, state.config, needs, outputs)
+    result: list[torch.Tensor | None] = []
+    for k, i in enumerate(state.slots):
+        while len(result) < i:
+            result.append(None)
+        gradient = raw[i]
+        if not needs[i] or gradient is None:
+            result.append(None)
+        else:
+            result.append(_gradient(op, i, gradient, saved[k]))
+    result.extend([None] * (len(inputs) - len(result)))
+    if torch.is_grad_enabled():
+        # create_graph=True: a NumPy backward has no derivative of its own, so say so loudly if
+        # anyone differentiates through these gradients instead of returning silent zeros.
+        result = _refuse_double_backward(op, result)
+    return result
+
+
+def _user_gradients(
+    op: Op,
+    grads: list[Array],
+    inputs: list[Any],
+    config: dict[str, Any],
+    needs: Sequence[bool],
+    outputs: Any,
+) -> Sequence[Any]:
+    n = len(inputs)
+    if op.backward_fn is not None:
+        kwargs = config
+        if op.backward_extras:
+            kwargs = dict(config)
+            if "needs_input_grad" in op.backward_extras:
+                kwargs["needs_input_grad"] = tuple(needs)
+            if "outputs" in op.backward_extras:
+                kwargs["outputs"] = outputs
+        try:
+            raw = op.backward_fn(*grads, *inputs, **kwargs)
+        except Exception as error:
+            _add_note(error, op, "backward")
+            raise
+        if not isinstance(raw, (tuple, list)):
+            if n == 1:
+                return (raw,)
+            raise GradientError(
+                f'npgrad op "{op.name}": backward returned a single {type(raw).__name__} for '
+                f"{n} positional inputs ({_names(op, n)}); return a tuple of {n} gradients, "
+                f"one per input in order, with None for an input that needs none"
+            )
+        if len(raw) != n:
+            raise GradientError(
+                f'npgrad op "{op.name}": backward returned {len(raw)} gradients for {n} '
+                f"positional inputs ({_names(op, n)}); return one gradient per input, in order, "
+                f"with None for an input that needs none"
+            )
+        return raw
+    gradients: list[Any] = [None] * n
+    for i in range(n):
+        if not needs[i]:
+            continue
+        vjp = op.vjps.get(i)
+        if vjp is None:
+            raise _missing_backward(op, i)
+        kwargs = config
+        if "outputs" in op.vjp_extras[i]:
+            kwargs = {**config, "outputs": outputs}
+        try:
+            gradients[i] = vjp(*grads, *inputs, **kwargs)
+        except Exception as error:
+            _add_note(error, op, f'vjp of input "{op.input_name(i)}"')
+            raise
+    return gradients
+
+
+def _gradient(op: Op, position: int, value: Any, tensor: torch.Tensor) -> torch.Tensor:
+    if type(value) is not np.ndarray or value.dtype.kind not in "biuf":
+        value = as_array(value)
+        problem = array_problem(value)
+        if problem is not None:
+            raise GradientError(
+                f'npgrad op "{op.name}": backward returned {problem} as the gradient for input '
+                f'"{op.input_name(position)}" (position {position}), expected a real ndarray '
+                f"shaped like the input; return an ndarray (or None for no gradient)"
+            )
+    shape = tuple(tensor.shape)
+    reduced = reduce_to_shape(value, shape)
+    if reduced is None:
+        raise GradientError(
+            f'npgrad op "{op.name}": backward returned a gradient of shape {value.shape} for '
+            f'input "{op.input_name(position)}" (position {position}) of shape {shape}; return '
+            f"one gradient per input, shaped like it (or like a broadcast of it, which is summed "
+            f"down), or None"
+        )
+    return to_tensor(reduced, tensor.dtype, None if tensor.device.type == "cpu" else tensor.device)
+
+
+class _RefuseDoubleBackward(torch.autograd.Function):
+    @staticmethod
+    def forward(name: str, *grads: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        return tuple(g.clone() for g in grads)
+
+    @staticmethod
+    def setup_context(ctx: Any, inputs: tuple[Any, ...], output: Any) -> None:
+        ctx.name = inputs[0]
+
+    @staticmethod
+    def backward(ctx: Any, *grads: Any) -> Any:
+        raise NotTwiceDifferentiableError(
+            f'npgrad op "{ctx.name}": asked for a second derivative, but its backward is written '
+            f"in NumPy and is differentiable once; write the backward with npgrad ops and torch "
+            f"ops on tensors to make the op twice differentiable"
+        )
+
+
+def _refuse_double_backward(op: Op, result: list[torch.Tensor | None]) -> list[torch.Tensor | None]:
+    present = [i for i, g in enumerate(result) if g is not None]
+    if not present:
+        return result
+    guarded = _RefuseDoubleBackward.apply(  # type: ignore[no-untyped-call]
+        op.name,
+        *[result[i].detach().requires_grad_() for i in present],  # type: ignore[union-attr]
+    )
+    for i, g in zip(present, guarded, strict=True):
+        result[i] = g
+    return result
+
+
+def _common_device(op: Op, tensors: list[torch.Tensor]) -> torch.device:
+    # As in torch, 0-dim CPU tensors (scalars) may join tensors on any device.
+    placed = [t for t in tensors if not (t.dim() == 0 and t.device.type == "cpu")]
+    devices = {t.device for t in placed}
+    if len(devices) <= 1:
+        return placed[0].device if placed else tensors[0].device
+    found = ", ".join(str(t.device) for t in tensors)
+    raise InputError(
+        f'npgrad op "{op.name}": inputs are on different devices ({found}); expected one device '
+        f"(0-dim CPU tensors may join any); move them with .to(device) first"
+    )
+
+
+def _input_error(op: Op, position: int, value: Any) -> InputError:
+    name = op.input_name(position)
+    if isinstance(value, torch.Tensor) and value.is_complex():
+        got = f"a complex tensor (dtype {value.dtype})"
+    elif isinstance(value, (complex, np.complexfloating)) or (
+        isinstance(value, np.ndarray) and value.dtype.kind == "c"
+    ):
+        got = f"a complex value ({type(value).__name__})"
+    else:
+        got = array_problem(value) or type(value).__name__
+    return InputError(
+        f'npgrad op "{op.name}": positional input "{name}" (position {position}) is {got}; '
+        f"expected a real tensor, ndarray or number (complex values are not supported: pass "
+        f"real and imaginary parts as separate inputs); pass static config as a keyword argument"
+    )
+
+
+def _missing_backward(op: Op, position: int) -> MissingBackwardError:
+    name = op.input_name(position)
+    var = op.__name__
+    how = (
+        f'@{var}.vjp("{name}")'
+        if op.vjps
+        else f'@{var}.backward (or one per input with @{var}.vjp("{name}"))'
+    )
+    return MissingBackwardError(
+        f'npgrad op "{op.name}": a gradient was asked for input "{name}" (position {position}), '
+        f"but no backward is registered for it; register one with {how}"
+    )
+
+
+def _names(op: Op, n: int) -> str:
+    return ", ".join(op.input_name(i) for i in range(n))
+
+
+def _add_note(error: BaseException, op: Op, where: str) -> None:
+    note = f'raised in the {where} of npgrad op "{op.name}" defined at {op.defined_at}'
+    if isinstance(error, ValueError) and "read-only" in str(error):
+        note += (
+            "; npgrad passes arrays as read-only views of the caller's tensors, so a function "
+            "cannot corrupt them: copy first (a = a.copy()) to write in place"
+        )
+    if hasattr(error, "add_note"):
+        error.add_note(note)

@@ -1,0 +1,239 @@
+"""`Op`: what `npgrad.op` returns, holding an op's forward and its gradients side by side."""
+
+from __future__ import annotations
+
+import functools
+import inspect
+import re
+from collections.abc import Callable
+from typing import Any, TypeVar
+
+import torch
+
+from npgrad import _function, _registry
+from npgrad.errors import DefinitionError
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*::[A-Za-z_][A-Za-z0-9_]*$")
+# Keyword-only parameters of a backward that npgrad fills itself instead of passing config.
+BACKWARD_EXTRAS = frozenset({"needs_input_grad", "outputs"})
+
+
+class Op:
+    """A NumPy function made into a differentiable torch op; create one with `npgrad.op`.
+
+    Calling it takes tensors (or arrays and numbers) as positional inputs and static config as
+    keywords, and returns a tensor or a tuple of tensors that autograd differentiates through the
+    registered backward.
+    """
+
+    def __init__(self, name: str, forward: Callable[..., Any]) -> None:
+        if not isinstance(name, str) or not _NAME.match(name):
+            raise DefinitionError(
+                f"npgrad: op name {name!r} for {getattr(forward, '__qualname__', forward)!r} is "
+                f'not of the form "namespace::name"; use identifiers on both sides, '
+                f'e.g. "mylib::{getattr(forward, "__name__", "op")}"'
+            )
+        if not callable(forward):
+            raise DefinitionError(
+                f'npgrad op "{name}": expected a function to decorate, got '
+                f"{type(forward).__name__}; use @npgrad.op({name!r}) above a def"
+            )
+        self.name = name
+        self.namespace, self.opname = name.split("::")
+        self.forward = forward
+        self.__name__ = self.opname  # replaced by the function's own name where it has one
+        functools.update_wrapper(self, forward)
+        self.input_names, self.varargs_name, self.config_names = _parameters(name, forward)
+        self.defined_at = _where(forward)
+        self.backward_fn: Callable[..., Any] | None = None
+        self.backward_extras: frozenset[str] = frozenset()
+        self.vjps: dict[int, Callable[..., Any]] = {}
+        self.vjp_extras: dict[int, frozenset[str]] = {}
+        self.saves_outputs = False
+        self.function: type[torch.autograd.Function] = _function.build(self)
+        self.apply_directly = _function.direct_apply(self.function)
+        _registry.register(self)
+
+    def __call__(self, *inputs: Any, **config: Any) -> Any:
+        return _function.call(self, inputs, config)
+
+    def backward(self, fn: F) -> F:
+        """Register ``fn`` as the op's backward and return it unchanged.
+
+        ``fn`` takes the gradients of the outputs (one per output), then the op's positional
+        inputs as ndarrays, then the same keyword config; it returns one gradient per positional
+        input (a bare array when there is one input), or None for an input needing none. Two
+        optional keyword-only parameters are filled by npgrad: ``needs_input_grad`` (a tuple of
+        bools, one per input) and ``outputs`` (the forward's result, saved instead of recomputed).
+
+        Args:
+            fn: the backward function.
+
+        >>> import numpy as np, torch, npgrad
+        >>> @npgrad.op("doc::square")
+        ... def square(x):
+        ...     return x * x
+        >>> @square.backward
+        ... def _(grad, x):
+        ...     return 2 * x * grad
+        >>> square(torch.tensor([3.0], requires_grad=True)).sum().backward()
+        """
+        if self.backward_fn is not None or self.vjps:
+            raise DefinitionError(
+                f'npgrad op "{self.name}": a backward is already registered; '
+                f"register one backward, or one vjp per input, not both or twice"
+            )
+        self.backward_extras = _extras(self, fn, "backward")
+        self.backward_fn = fn
+        self.saves_outputs = "outputs" in self.backward_extras
+        return fn
+
+    def vjp(self, input: str | int) -> Callable[[F], F]:
+        """Register a gradient function for one positional input.
+
+        The function takes the same arguments as a whole backward and returns the gradient of
+        that input alone. It is called only when that input needs a gradient, as HIPS autograd's
+        ``defvjp`` does.
+
+        Args:
+            input: the input's parameter name or position.
+
+        >>> import torch, npgrad
+        >>> @npgrad.op("doc::scale")
+        ... def scale(x, s):
+        ...     return x * s
+        >>> @scale.vjp("x")
+        ... def _(grad, x, s):
+        ...     return grad * s
+        >>> @scale.vjp("s")
+        ... def _(grad, x, s):
+        ...     return (grad * x).sum()
+        """
+        position = self._position(input)
+
+        def register(fn: F) -> F:
+            if self.backward_fn is not None or position in self.vjps:
+                raise DefinitionError(
+                    f'npgrad op "{self.name}": a gradient for input "{self.input_name(position)}" '
+                    f"is already registered; register one backward, or one vjp per input"
+                )
+            extras = _extras(self, fn, "vjp")
+            if "needs_input_grad" in extras:
+                raise DefinitionError(
+                    f'npgrad op "{self.name}": a vjp is only called when its input needs a '
+                    f"gradient, so it takes no needs_input_grad parameter; remove it"
+                )
+            self.vjps[position] = fn
+            self.vjp_extras[position] = extras
+            self.saves_outputs = self.saves_outputs or "outputs" in extras
+            return fn
+
+        return register
+
+    @property
+    def has_backward(self) -> bool:
+        """Whether a backward (whole, or per input) is registered."""
+        return self.backward_fn is not None or bool(self.vjps)
+
+    def input_name(self, position: int) -> str:
+        """Return the parameter name of positional input ``position``."""
+        if position < len(self.input_names):
+            return self.input_names[position]
+        return f"{self.varargs_name}[{position - len(self.input_names)}]"
+
+    def _position(self, input: str | int) -> int:
+        if isinstance(input, int) and not isinstance(input, bool):
+            if 0 <= input < len(self.input_names) or (self.varargs_name and input >= 0):
+                return input
+        elif input in self.input_names:
+            return self.input_names.index(input)
+        raise DefinitionError(
+            f'npgrad op "{self.name}": vjp for input {input!r}, which is not one of its '
+            f"positional inputs {self.input_names}; name one of them or give its position"
+        )
+
+    def __repr__(self) -> str:
+        kind = (
+            "backward"
+            if self.backward_fn
+            else f"vjps for {len(self.vjps)}"
+            if self.vjps
+            else ("no backward")
+        )
+        return f"<npgrad op {self.name}{inspect.signature(self.forward)}, {kind}>"
+
+    def __reduce__(self) -> tuple[Callable[[str], Op], tuple[str]]:
+        # Pickled by name: a model saved with torch.save loads wherever the op's module is imported.
+        return _registry.get, (self.name,)
+
+
+def op(name: str) -> Callable[[Callable[..., Any]], Op]:
+    """Make a NumPy function a differentiable torch op registered under ``name``.
+
+    Positional parameters receive the tensor inputs as ndarrays (read-only views of CPU tensors);
+    keyword-only parameters are static config. The function returns an ndarray or a tuple of
+    them; npgrad returns tensors of the inputs' promoted floating dtype on the inputs' device.
+
+    Args:
+        name: ``"namespace::name"``, unique in the process.
+
+    >>> import numpy as np, torch, npgrad
+    >>> @npgrad.op("doc::cube")
+    ... def cube(x):
+    ...     return x**3
+    >>> @cube.backward
+    ... def _(grad, x):
+    ...     return 3 * x**2 * grad
+    >>> x = torch.tensor([1.0, 2.0], requires_grad=True)
+    >>> cube(x).sum().backward()
+    >>> x.grad
+    tensor([ 3., 12.])
+    """
+
+    def decorate(forward: Callable[..., Any]) -> Op:
+        return Op(name, forward)
+
+    return decorate
+
+
+def _parameters(
+    name: str, fn: Callable[..., Any]
+) -> tuple[tuple[str, ...], str | None, frozenset[str]]:
+    positional: list[str] = []
+    varargs = None
+    config = set()
+    for parameter in inspect.signature(fn).parameters.values():
+        if parameter.kind in (parameter.POSITIONAL_ONLY, parameter.POSITIONAL_OR_KEYWORD):
+            positional.append(parameter.name)
+        elif parameter.kind is parameter.VAR_POSITIONAL:
+            varargs = parameter.name
+        elif parameter.kind is parameter.KEYWORD_ONLY:
+            config.add(parameter.name)
+    clash = config & BACKWARD_EXTRAS
+    if clash:
+        raise DefinitionError(
+            f'npgrad op "{name}": keyword config {sorted(clash)} uses a name npgrad passes to '
+            f"backwards ({', '.join(sorted(BACKWARD_EXTRAS))}); rename it"
+        )
+    return tuple(positional), varargs, frozenset(config)
+
+
+def _extras(op: Op, fn: Callable[..., Any], what: str) -> frozenset[str]:
+    if not callable(fn):
+        raise DefinitionError(
+            f'npgrad op "{op.name}": @{op.__name__}.{what} expects a function, '
+            f"got {type(fn).__name__}"
+        )
+    parameters = inspect.signature(fn).parameters.values()
+    return frozenset(
+        p.name for p in parameters if p.kind is p.KEYWORD_ONLY and p.name in BACKWARD_EXTRAS
+    )
+
+
+def _where(fn: Callable[..., Any]) -> str:
+    code = getattr(fn, "__code__", None)
+    if code is None:
+        return repr(fn)
+    return f"{code.co_filename}:{code.co_firstlineno}"

@@ -1,0 +1,179 @@
+"""`check`: the tests every op should pass, in one call, for op and plugin authors."""
+
+from __future__ import annotations
+
+import re
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import torch
+
+from npgrad._op import Op
+from npgrad.errors import CheckError, NpgradError
+
+_TOLERANCES = {"eps": 1e-6, "atol": 1e-5, "rtol": 1e-3}
+
+
+@dataclass
+class CheckReport:
+    """What `check` found: a verdict per check ("passed" or "skipped: why") and the time taken."""
+
+    op: str
+    verdicts: dict[str, str] = field(default_factory=dict)
+    seconds: float = 0.0
+
+    def __str__(self) -> str:
+        verdicts = ", ".join(f"{name} {verdict}" for name, verdict in self.verdicts.items())
+        return f"{self.op}: {verdicts} ({self.seconds:.2f} s)"
+
+
+def check(op: Op, *inputs: Any, **config: Any) -> CheckReport:
+    """Check ``op`` on ``inputs``: gradients, second derivatives, the dtype policy, finiteness.
+
+    Runs ``torch.autograd.gradcheck`` (and ``gradgradcheck`` when the op is twice
+    differentiable) on float64 copies of the floating inputs, then checks that a float32 call
+    gives float32 outputs and gradients and that every output is finite. ``eps``, ``atol`` and
+    ``rtol`` set gradcheck's tolerances unless the op takes config of those names.
+
+    Args:
+        op: the op to check.
+        *inputs: example positional inputs (any floating dtype; copies are made).
+        **config: the op's keyword config, and gradcheck tolerances.
+
+    Raises:
+        CheckError: naming the op, the check and the failing input.
+
+    >>> import torch, npgrad
+    >>> @npgrad.op("doc::sine")
+    ... def sine(x):
+    ...     import numpy as np
+    ...     return np.sin(x)
+    >>> @sine.backward
+    ... def _(grad, x):
+    ...     import numpy as np
+    ...     return grad * np.cos(x)
+    >>> npgrad.check(sine, torch.randn(4)).verdicts["gradcheck"]
+    'passed'
+    """
+    tolerances: dict[str, float] = {
+        key: config.pop(key, default) if key not in op.config_names else default
+        for key, default in _TOLERANCES.items()
+    }
+    report = CheckReport(op.name)
+    start = time.perf_counter()
+    differentiable = _differentiable_positions(op, inputs)
+
+    def run(*args: Any) -> Any:
+        return op(*args, **config)
+
+    outputs = _stage(op, "finite", lambda: run(*_copies(inputs, torch.float64, ())))
+    for index, output in enumerate(_as_tuple(outputs)):
+        if output.is_floating_point() and not bool(torch.isfinite(output).all()):
+            raise CheckError(
+                f'npgrad.check of op "{op.name}": output {index} has NaN or Inf values on the '
+                f"example inputs; expected finite values; choose inputs inside the op's domain "
+                f"or fix the forward"
+            )
+    report.verdicts["finite"] = "passed"
+
+    if not differentiable:
+        why = "no backward" if not op.has_backward else "no floating input"
+        report.verdicts["gradcheck"] = f"skipped: {why}"
+        report.verdicts["gradgradcheck"] = f"skipped: {why}"
+    else:
+        double = _copies(inputs, torch.float64, differentiable)
+        _stage(
+            op,
+            "gradcheck",
+            lambda: torch.autograd.gradcheck(
+                run,
+                double,
+                eps=tolerances["eps"],
+                atol=tolerances["atol"],
+                rtol=tolerances["rtol"],
+                raise_exception=True,
+            ),
+            differentiable,
+        )
+        report.verdicts["gradcheck"] = "passed"
+        report.verdicts["gradgradcheck"] = "skipped: NumPy backward is differentiable once"
+
+    single = _copies(inputs, torch.float32, differentiable)
+    _check_float32(op, run, single, differentiable)
+    report.verdicts["dtype"] = "passed"
+    report.seconds = time.perf_counter() - start
+    return report
+
+
+def _differentiable_positions(op: Op, inputs: tuple[Any, ...]) -> tuple[int, ...]:
+    if not op.has_backward:
+        return ()
+    positions = []
+    for i, value in enumerate(inputs):
+        floating = (isinstance(value, torch.Tensor) and value.is_floating_point()) or (
+            isinstance(value, np.ndarray) and value.dtype.kind == "f"
+        )
+        if floating and (op.backward_fn is not None or i in op.vjps):
+            positions.append(i)
+    return tuple(positions)
+
+
+def _copies(inputs: tuple[Any, ...], dtype: torch.dtype, grad: tuple[int, ...]) -> tuple[Any, ...]:
+    copies = []
+    for i, value in enumerate(inputs):
+        if isinstance(value, np.ndarray):
+            value = torch.from_numpy(value.copy())
+        if isinstance(value, torch.Tensor) and value.is_floating_point():
+            value = value.detach().to(dtype=dtype, copy=True).requires_grad_(i in grad)
+        copies.append(value)
+    return tuple(copies)
+
+
+def _check_float32(op: Op, run: Any, inputs: tuple[Any, ...], grad: tuple[int, ...]) -> None:
+    outputs = _as_tuple(_stage(op, "dtype", lambda: run(*inputs)))
+    for index, output in enumerate(outputs):
+        if output.is_floating_point() and output.dtype != torch.float32:
+            raise CheckError(
+                f'npgrad.check of op "{op.name}": a float32 call gave output {index} of dtype '
+                f"{output.dtype}; expected torch.float32 (the promotion of the inputs)"
+            )
+    differentiable = [o for o in outputs if o.requires_grad]
+    if not grad or not differentiable:
+        return
+    wrt = [inputs[i] for i in grad]
+    total = torch.stack([o.sum() for o in differentiable]).sum()
+    gradients = _stage(op, "dtype", lambda: torch.autograd.grad(total, wrt, allow_unused=True))
+    for i, gradient in zip(grad, gradients, strict=True):
+        if gradient is not None and gradient.dtype != torch.float32:
+            raise CheckError(
+                f'npgrad.check of op "{op.name}": a float32 call gave the gradient of input '
+                f'"{op.input_name(i)}" dtype {gradient.dtype}; expected torch.float32'
+            )
+
+
+def _stage(op: Op, stage: str, thunk: Any, positions: tuple[int, ...] = ()) -> Any:
+    try:
+        return thunk()
+    except NpgradError:
+        raise
+    except Exception as error:
+        detail = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+        match = re.search(r"with respect to input (\d+)", str(error))
+        where = ""
+        if match and int(match.group(1)) < len(positions):
+            # gradcheck counts only the inputs that require grad.
+            position = positions[int(match.group(1))]
+            where = f' for input "{op.input_name(position)}" (position {position})'
+        raise CheckError(
+            f'npgrad.check of op "{op.name}": {stage} failed{where}: {detail}; '
+            f"fix the op's backward (or forward) so that its gradients match finite differences"
+            if stage == "gradcheck"
+            else f'npgrad.check of op "{op.name}": {stage} failed: {type(error).__name__}: '
+            f"{detail}; fix the op so it runs on these inputs"
+        ) from error
+
+
+def _as_tuple(outputs: Any) -> tuple[torch.Tensor, ...]:
+    return outputs if isinstance(outputs, tuple) else (outputs,)

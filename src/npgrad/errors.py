@@ -1,0 +1,56 @@
+"""Errors npgrad raises.
+
+Every message follows one order: what happened, which op and input, what was expected and what
+was got, and how to fix it. Each class also derives from the built-in exception a caller would
+catch without knowing npgrad (``TypeError`` for a wrong kind of value, and so on).
+"""
+
+from __future__ import annotations
+
+__all__ = [
+    "CheckError",
+    "DefinitionError",
+    "GradientError",
+    "InputError",
+    "MissingBackwardError",
+    "NotTwiceDifferentiableError",
+    "NpgradError",
+    "OutputError",
+    "UnknownOpError",
+]
+
+
+class NpgradError(Exception):
+    """Base class of every error npgrad raises."""
+
+
+class DefinitionError(NpgradError, ValueError):
+    """An op is defined wrongly: a bad or taken name, or a backward that does not fit it."""
+
+
+class UnknownOpError(NpgradError, LookupError):
+    """No op is registered under the name asked for."""
+
+
+class InputError(NpgradError, TypeError):
+    """An op was called with an input it cannot take: wrong kind, complex, or on another device."""
+
+
+class OutputError(NpgradError, TypeError):
+    """A forward returned something that is not an array or a tuple of arrays of a usable dtype."""
+
+
+class GradientError(NpgradError, ValueError):
+    """A backward returned the wrong number of gradients, or one of the wrong shape or kind."""
+
+
+class MissingBackwardError(NpgradError, RuntimeError):
+    """A gradient was asked of an op that has no backward registered."""
+
+
+class NotTwiceDifferentiableError(NpgradError, RuntimeError):
+    """A second derivative was asked of an op whose backward is written in NumPy."""
+
+
+class CheckError(NpgradError, AssertionError):
+    """`npgrad.check` found an op whose gradients, dtypes or values are wrong."""
