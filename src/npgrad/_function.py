@@ -47,39 +47,63 @@ class Call:
         self,
         op: Op,
         config: dict[str, Any],
-        constants: list[Any],
-        slots: list[int],
         dtype: torch.dtype,
         device: torch.device | None,
+        slots: Sequence[int] | None = None,
+        constants: list[Any] | None = None,
     ) -> None:
         self.op = op
         self.config = config
-        # Non-tensor positional inputs by position, None where a tensor goes.
-        self.constants = constants
-        self.slots = slots
         self.dtype = dtype
         # None on the CPU, where results need no move.
         self.device = device
+        # Positions of the tensor inputs, and the other inputs by position (None where a tensor
+        # goes); both None when every positional input is a tensor, the common fast case.
+        self.slots = slots
+        self.constants = constants
         self.single = True
         # What the user's forward received, kept for the backward: converting the saved tensors
         # again would cost as much as the conversion itself. Dies with the autograd context.
-        self.arrays: list[Any] = constants
+        self.arrays: list[Any] = []
 
 
 def call(op: Op, inputs: tuple[Any, ...], config: dict[str, Any]) -> Any:
     """Run ``op`` on ``inputs``: through its Function when a graph is needed, else directly."""
-    if op.varargs_name is None and len(inputs) != len(op.input_names):
+    if len(inputs) != len(op.input_names) and op.varargs_name is None:
         raise InputError(
             f'npgrad op "{op.name}": called with {len(inputs)} positional inputs, expected '
             f"{len(op.input_names)} ({', '.join(op.input_names)}); pass config as keywords"
         )
+    # The fast case, checked with as little as possible: every input a tensor, all of one
+    # floating dtype, on one device.
+    needs_graph = False
+    dtype = device = None
+    for value in inputs:
+        if not isinstance(value, torch.Tensor):
+            return _call_general(op, inputs, config)
+        if dtype is None:
+            dtype = value.dtype
+            device = value.device
+        elif value.dtype is not dtype or value.device != device:
+            return _call_general(op, inputs, config)
+        if value.requires_grad:
+            needs_graph = True
+    if dtype is None or not dtype.is_floating_point:
+        return _call_general(op, inputs, config)
+    state = Call(op, config, dtype, None if inputs[0].is_cpu else device)
+    if needs_graph and torch.is_grad_enabled():
+        if _transforms_active():
+            return op.function.apply(state, *inputs)  # type: ignore[no-untyped-call]
+        return op.apply_directly(state, *inputs)
+    return run_forward(state, inputs)
+
+
+def _call_general(op: Op, inputs: tuple[Any, ...], config: dict[str, Any]) -> Any:
     args = list(inputs)
     constants = list(inputs)
     slots = []
     tensors = []
     needs_graph = False
-    device = None
-    mixed = False
     for i, value in enumerate(inputs):
         if isinstance(value, torch.Tensor):
             tensor = value
@@ -94,22 +118,17 @@ def call(op: Op, inputs: tuple[Any, ...], config: dict[str, Any]) -> Any:
             raise _input_error(op, i, value)
         if tensor.requires_grad:
             needs_graph = True
-        if device is None:
-            device = tensor.device
-        elif tensor.device != device:
-            mixed = True
         constants[i] = None
         slots.append(i)
         tensors.append(tensor)
-    if mixed:
-        device = _common_device(op, tensors)
+    device = _common_device(op, tensors)
     state = Call(
         op,
         config,
-        constants,
-        slots,
         floating_result_dtype(tensors),
-        None if device is None or device.type == "cpu" else device,
+        None if device.type == "cpu" else device,
+        slots,
+        constants,
     )
     if needs_graph and torch.is_grad_enabled():
         if _transforms_active():
@@ -121,9 +140,12 @@ def call(op: Op, inputs: tuple[Any, ...], config: dict[str, Any]) -> Any:
 def run_forward(state: Call, args: Sequence[Any]) -> Any:
     """Convert the tensor inputs, run the user's forward, convert its result back."""
     op = state.op
-    arrays = list(state.constants)
-    for i in state.slots:
-        arrays[i] = to_numpy(args[i])
+    if state.slots is None:
+        arrays = [to_numpy(a) for a in args]
+    else:
+        arrays = list(state.constants)  # type: ignore[arg-type]
+        for i in state.slots:
+            arrays[i] = to_numpy(args[i])
     state.arrays = arrays
     try:
         result = op.forward(*arrays, **state.config)
@@ -170,7 +192,7 @@ def build(op: Op) -> type[torch.autograd.Function]:
         state: Call = inputs[0]
         ctx.state = state
         outputs = (output,) if state.single else output
-        saved = [inputs[1 + i] for i in state.slots]
+        saved = list(inputs[1:]) if state.slots is None else [inputs[1 + i] for i in state.slots]
         if op.saves_outputs:
             saved.extend(outputs)
         ctx.save_for_backward(*saved)
@@ -212,20 +234,17 @@ def run_backward(
     inputs = state.arrays
     outputs: Any = None
     if op.saves_outputs:
-        arrays = tuple(to_numpy(t) for t in saved[len(state.slots) :])
+        held = len(inputs) if state.slots is None else len(state.slots)
+        arrays = tuple(to_numpy(t) for t in saved[held:])
         outputs = arrays[0] if state.single else arrays
     grad_arrays = [to_numpy(g) for g in grads]
     raw = _user_gradients(op, grad_arrays, inputs, state.config, needs, outputs)
-    result: list[torch.Tensor | None] = []
-    for k, i in enumerate(state.slots):
-        while len(result) < i:
-            result.append(None)
+    device = state.device
+    result: list[torch.Tensor | None] = [None] * len(inputs)
+    for k, i in enumerate(range(len(inputs)) if state.slots is None else state.slots):
         gradient = raw[i]
-        if not needs[i] or gradient is None:
-            result.append(None)
-        else:
-            result.append(_gradient(op, i, gradient, saved[k]))
-    result.extend([None] * (len(inputs) - len(result)))
+        if needs[i] and gradient is not None:
+            result[i] = _gradient(op, i, gradient, saved[k], device)
     if torch.is_grad_enabled():
         # create_graph=True: a NumPy backward has no derivative of its own, so say so loudly if
         # anyone differentiates through these gradients instead of returning silent zeros.
@@ -288,7 +307,9 @@ def _user_gradients(
     return gradients
 
 
-def _gradient(op: Op, position: int, value: Any, tensor: torch.Tensor) -> torch.Tensor:
+def _gradient(
+    op: Op, position: int, value: Any, tensor: torch.Tensor, device: torch.device | None
+) -> torch.Tensor:
     if type(value) is not np.ndarray or value.dtype.kind not in "biuf":
         value = as_array(value)
         problem = array_problem(value)
@@ -298,16 +319,17 @@ def _gradient(op: Op, position: int, value: Any, tensor: torch.Tensor) -> torch.
                 f'"{op.input_name(position)}" (position {position}), expected a real ndarray '
                 f"shaped like the input; return an ndarray (or None for no gradient)"
             )
-    shape = tuple(tensor.shape)
+    shape = tensor.shape
     reduced = reduce_to_shape(value, shape)
     if reduced is None:
         raise GradientError(
             f'npgrad op "{op.name}": backward returned a gradient of shape {value.shape} for '
-            f'input "{op.input_name(position)}" (position {position}) of shape {shape}; return '
-            f"one gradient per input, shaped like it (or like a broadcast of it, which is summed "
-            f"down), or None"
+            f'input "{op.input_name(position)}" (position {position}) of shape {tuple(shape)}; '
+            f"return one gradient per input, shaped like it (or like a broadcast of it, which is "
+            f"summed down), or None"
         )
-    return to_tensor(reduced, tensor.dtype, None if tensor.device.type == "cpu" else tensor.device)
+    # Off the CPU, a 0-dim CPU input beside device tensors keeps its gradient on the CPU.
+    return to_tensor(reduced, tensor.dtype, None if device is None else tensor.device)
 
 
 class _RefuseDoubleBackward(torch.autograd.Function):
