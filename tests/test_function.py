@@ -427,3 +427,28 @@ def test_variadic_inputs(name: str) -> None:
 
     xs = [torch.randn(3, dtype=torch.float64, requires_grad=True) for _ in range(3)]
     assert torch.autograd.gradcheck(total, xs)
+
+
+@pytest.mark.parametrize(
+    "make",
+    [
+        lambda g: np.ascontiguousarray(g[::-1])[::-1],  # negative strides
+        lambda g: np.asfortranarray(g),
+        lambda g: g.astype(g.dtype.newbyteorder(">")),
+        lambda g: g,  # the read-only gradient itself
+    ],
+    ids=["negative-strides", "fortran", "big-endian", "read-only"],
+)
+def test_awkward_gradients_are_taken(name: str, make) -> None:
+    @npgrad.op(name)
+    def ident(x):
+        return x * 1
+
+    @ident.backward
+    def _(grad, x):
+        return make(grad)
+
+    x = torch.randn(3, 4, dtype=torch.float64, requires_grad=True)
+    g = torch.randn(3, 4, dtype=torch.float64)
+    ident(x).backward(g)
+    torch.testing.assert_close(x.grad, g)

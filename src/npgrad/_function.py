@@ -191,7 +191,15 @@ def build(op: Op) -> type[torch.autograd.Function]:
     def setup_context(ctx: Any, inputs: tuple[Any, ...], output: Any) -> None:
         state: Call = inputs[0]
         ctx.state = state
-        outputs = (output,) if state.single else output
+        if state.single:
+            if state.slots is None and not op.saves_outputs:
+                ctx.save_for_backward(*inputs[1:])
+                if not output.is_floating_point():
+                    ctx.mark_non_differentiable(output)
+                return
+            outputs = (output,)
+        else:
+            outputs = output
         saved = list(inputs[1:]) if state.slots is None else [inputs[1 + i] for i in state.slots]
         if op.saves_outputs:
             saved.extend(outputs)
@@ -310,6 +318,18 @@ def _user_gradients(
 def _gradient(
     op: Op, position: int, value: Any, tensor: torch.Tensor, device: torch.device | None
 ) -> torch.Tensor:
+    if (
+        device is None
+        and type(value) is np.ndarray
+        and value.shape == tensor.shape
+        and value.dtype.kind == "f"
+        and value.dtype.isnative
+        and value.flags.writeable
+        and value.flags.c_contiguous
+    ):
+        # The common case, inlined: a fresh CPU array of the input's shape.
+        gradient = torch.from_numpy(value)
+        return gradient if gradient.dtype == tensor.dtype else gradient.to(tensor.dtype)
     if type(value) is not np.ndarray or value.dtype.kind not in "biuf":
         value = as_array(value)
         problem = array_problem(value)
