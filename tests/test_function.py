@@ -388,7 +388,7 @@ def test_bad_positional_input_is_an_error(name: str) -> None:
     with pytest.raises(
         npgrad.NpgradError,
         match=rf'npgrad op "{name}": positional input "w" \(position 1\) is a str; expected a real '
-        r"tensor, ndarray or number .*pass static config as a keyword argument",
+        r"tensor, ndarray, number or None .*pass static config as a keyword argument",
     ):
         mul(torch.ones(2), "same")
 

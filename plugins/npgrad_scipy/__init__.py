@@ -1,5 +1,21 @@
 """npgrad_scipy: SciPy functions as differentiable torch ops, written on npgrad's public API."""
 
-from npgrad_scipy.conv import ScipyConv2d, scipy_conv2d
+from npgrad_scipy.conv import (
+    Conv2d,
+    ScipyConv2d,
+    conv2d,
+    convolve2d,
+    correlate2d,
+    correlate_channels,
+    scipy_conv2d,
+)
 
-__all__ = ["ScipyConv2d", "scipy_conv2d"]
+__all__ = [
+    "Conv2d",
+    "ScipyConv2d",
+    "conv2d",
+    "convolve2d",
+    "correlate2d",
+    "correlate_channels",
+    "scipy_conv2d",
+]

@@ -3,8 +3,10 @@
 from npgrad._layer import Layer
 from npgrad._op import Op, op
 from npgrad._registry import get, ops
+from npgrad._threads import num_threads, parallel_map
 from npgrad.checking import CheckReport, check
 from npgrad.errors import NpgradError
+from npgrad.plugins import load_plugins
 
 __version__ = "0.1.0"
 
@@ -16,6 +18,9 @@ __all__ = [
     "__version__",
     "check",
     "get",
+    "load_plugins",
+    "num_threads",
     "op",
     "ops",
+    "parallel_map",
 ]

@@ -112,14 +112,28 @@ def reduce_to_shape(grad: Array, shape: tuple[int, ...]) -> Array | None:
     >>> reduce_to_shape(np.ones((4, 3)), (1, 3)).tolist()
     [[4.0, 4.0, 4.0]]
     """
-    have = grad.shape
-    if have == shape:
+    if grad.shape == shape:
         return grad
+    axes = reduction_axes(grad.shape, shape)
+    if axes is None:
+        return None
+    reduced: Array = (np.add.reduce(grad, axis=axes) if axes else grad).reshape(shape)
+    return reduced
+
+
+def reduction_axes(have: tuple[int, ...], shape: tuple[int, ...]) -> tuple[int, ...] | None:
+    """Return the axes of ``have`` to sum so that it reshapes to ``shape``, or None if none do.
+
+    ``have`` must be a broadcast of ``shape``, or hold the same values with size-1 dims added or
+    removed (a () gradient for a (1, 1) input).
+
+    >>> reduction_axes((2, 4, 3), (4, 1))
+    (0, 2)
+    """
     lead = len(have) - len(shape)
     if lead < 0:
-        # Same values, fewer size-1 dims, e.g. a () gradient for a (1, 1) input.
-        if grad.size == math.prod(shape) and _squeezed(have) == _squeezed(shape):
-            return grad.reshape(shape)
+        if math.prod(have) == math.prod(shape) and _squeezed(have) == _squeezed(shape):
+            return ()
         return None
     axes = list(range(lead))
     for i, size in enumerate(shape):
@@ -127,8 +141,7 @@ def reduce_to_shape(grad: Array, shape: tuple[int, ...]) -> Array | None:
             if size != 1:
                 return None
             axes.append(lead + i)
-    reduced: Array = np.add.reduce(grad, axis=tuple(axes)).reshape(shape)
-    return reduced
+    return tuple(axes)
 
 
 def _squeezed(shape: tuple[int, ...]) -> tuple[int, ...]:

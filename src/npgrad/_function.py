@@ -15,11 +15,11 @@ import numpy as np
 import torch
 
 from npgrad._convert import (
-    Array,
     array_problem,
     as_array,
     floating_result_dtype,
     reduce_to_shape,
+    reduction_axes,
     to_numpy,
     to_tensor,
 )
@@ -35,7 +35,8 @@ if TYPE_CHECKING:
     from npgrad._op import Op
 
 _transforms_active = torch._C._are_functorch_transforms_active
-_NUMBERS = (bool, int, float, np.bool_, np.integer, np.floating)
+# Positional inputs passed through as they are: numbers, and None for an absent optional input.
+_CONSTANTS = (bool, int, float, np.bool_, np.integer, np.floating, type(None))
 
 
 class Call:
@@ -70,6 +71,9 @@ class Call:
 def call(op: Op, inputs: tuple[Any, ...], config: dict[str, Any]) -> Any:
     """Run ``op`` on ``inputs``: through its Function when a graph is needed, else directly."""
     if len(inputs) != len(op.input_names) and op.varargs_name is None:
+        missing = len(op.input_names) - len(inputs)
+        if 0 < missing <= len(op.input_defaults):
+            return call(op, inputs + op.input_defaults[-missing:], config)
         raise InputError(
             f'npgrad op "{op.name}": called with {len(inputs)} positional inputs, expected '
             f"{len(op.input_names)} ({', '.join(op.input_names)}); pass config as keywords"
@@ -110,7 +114,7 @@ def _call_general(op: Op, inputs: tuple[Any, ...], config: dict[str, Any]) -> An
         elif isinstance(value, np.ndarray) and array_problem(value) is None:
             tensor = to_tensor(value, None, None)
             args[i] = tensor
-        elif isinstance(value, _NUMBERS):
+        elif isinstance(value, _CONSTANTS):
             continue
         else:
             raise _input_error(op, i, value)
@@ -191,6 +195,10 @@ def build(op: Op) -> type[torch.autograd.Function]:
     def setup_context(ctx: Any, inputs: tuple[Any, ...], output: Any) -> None:
         state: Call = inputs[0]
         ctx.state = state
+        if op.tensor_backward_fn is not None:
+            # The tensor backward works on the saved tensors: drop the arrays (copies for half
+            # floats and device tensors), keeping only how many inputs there were.
+            state.arrays = [None] * len(state.arrays)
         if state.single:
             if state.slots is None and not op.saves_outputs:
                 ctx.save_for_backward(*inputs[1:])
@@ -209,7 +217,8 @@ def build(op: Op) -> type[torch.autograd.Function]:
             ctx.mark_non_differentiable(*frozen)
 
     def backward(ctx: Any, *grads: torch.Tensor) -> tuple[torch.Tensor | None, ...]:
-        return (None, *run_backward(ctx.state, ctx.saved_tensors, grads, ctx.needs_input_grad[1:]))
+        run = run_backward if op.tensor_backward_fn is None else run_tensor_backward
+        return (None, *run(ctx.state, ctx.saved_tensors, grads, ctx.needs_input_grad[1:]))
 
     namespace = {
         "forward": staticmethod(forward),
@@ -262,14 +271,15 @@ def run_backward(
 
 def _user_gradients(
     op: Op,
-    grads: list[Array],
+    grads: Sequence[Any],
     inputs: list[Any],
     config: dict[str, Any],
     needs: Sequence[bool],
     outputs: Any,
 ) -> Sequence[Any]:
     n = len(inputs)
-    if op.backward_fn is not None:
+    fn = op.backward_fn or op.tensor_backward_fn
+    if fn is not None:
         kwargs = config
         if op.backward_extras:
             kwargs = dict(config)
@@ -278,7 +288,7 @@ def _user_gradients(
             if "outputs" in op.backward_extras:
                 kwargs["outputs"] = outputs
         try:
-            raw = op.backward_fn(*grads, *inputs, **kwargs)
+            raw = fn(*grads, *inputs, **kwargs)
         except Exception as error:
             _add_note(error, op, "backward")
             raise
@@ -313,6 +323,61 @@ def _user_gradients(
             _add_note(error, op, f'vjp of input "{op.input_name(i)}"')
             raise
     return gradients
+
+
+def run_tensor_backward(
+    state: Call,
+    saved: Sequence[torch.Tensor],
+    grads: Sequence[torch.Tensor],
+    needs: Sequence[bool],
+) -> list[torch.Tensor | None]:
+    """Call the op's tensor backward; check, reduce and cast what it returns, differentiably."""
+    op = state.op
+    slots = range(len(state.arrays)) if state.slots is None else state.slots
+    inputs: list[Any] = (
+        [None] * len(state.arrays) if state.constants is None else list(state.constants)
+    )
+    for k, i in enumerate(slots):
+        inputs[i] = saved[k]
+    outputs: Any = None
+    if op.saves_outputs:
+        held = tuple(saved[len(slots) :])
+        outputs = held[0] if state.single else held
+    raw = _user_gradients(op, grads, inputs, state.config, needs, outputs)
+    result: list[torch.Tensor | None] = [None] * len(inputs)
+    for k, i in enumerate(slots):
+        gradient = raw[i]
+        if needs[i] and gradient is not None:
+            result[i] = _tensor_gradient(op, i, gradient, saved[k])
+    return result
+
+
+def _tensor_gradient(op: Op, position: int, value: Any, tensor: torch.Tensor) -> torch.Tensor:
+    if not isinstance(value, torch.Tensor) or value.is_complex():
+        got = (
+            f"a {type(value).__name__}"
+            if not isinstance(value, torch.Tensor)
+            else (f"a tensor of dtype {value.dtype}")
+        )
+        raise GradientError(
+            f'npgrad op "{op.name}": tensor backward returned {got} as the gradient for input '
+            f'"{op.input_name(position)}" (position {position}), expected a real tensor shaped '
+            f"like the input; return a tensor (or None for no gradient)"
+        )
+    if value.shape != tensor.shape:
+        axes = reduction_axes(tuple(value.shape), tuple(tensor.shape))
+        if axes is None:
+            raise GradientError(
+                f'npgrad op "{op.name}": tensor backward returned a gradient of shape '
+                f'{tuple(value.shape)} for input "{op.input_name(position)}" (position '
+                f"{position}) of shape {tuple(tensor.shape)}; return one gradient per input, "
+                f"shaped like it (or like a broadcast of it, which is summed down), or None"
+            )
+        value = (value.sum(dim=axes) if axes else value).reshape(tensor.shape)
+    if value.dtype != tensor.dtype or value.device != tensor.device:
+        value = value.to(device=tensor.device, dtype=tensor.dtype)
+    gradient: torch.Tensor = value
+    return gradient
 
 
 def _gradient(
@@ -384,6 +449,8 @@ def _refuse_double_backward(op: Op, result: list[torch.Tensor | None]) -> list[t
 
 
 def _common_device(op: Op, tensors: list[torch.Tensor]) -> torch.device:
+    if not tensors:
+        return torch.device("cpu")
     # As in torch, 0-dim CPU tensors (scalars) may join tensors on any device.
     placed = [t for t in tensors if not (t.dim() == 0 and t.device.type == "cpu")]
     devices = {t.device for t in placed}
@@ -408,7 +475,7 @@ def _input_error(op: Op, position: int, value: Any) -> InputError:
         got = array_problem(value) or type(value).__name__
     return InputError(
         f'npgrad op "{op.name}": positional input "{name}" (position {position}) is {got}; '
-        f"expected a real tensor, ndarray or number (complex values are not supported: pass "
+        f"expected a real tensor, ndarray, number or None (complex values are not supported: pass "
         f"real and imaginary parts as separate inputs); pass static config as a keyword argument"
     )
 

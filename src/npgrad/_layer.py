@@ -57,6 +57,10 @@ class Layer(nn.Module):
         self.free_inputs = tuple(name for name in op.input_names if name not in held)
 
     def _hold(self, name: str, value: Any) -> None:
+        if value is None:
+            # An absent optional input, as nn.Conv2d's bias=False: the attribute reads None.
+            self.register_parameter(name, None)
+            return
         if isinstance(value, np.ndarray):
             value = torch.from_numpy(value)
         if not isinstance(value, torch.Tensor):

@@ -46,9 +46,19 @@ class Op:
         self.__name__ = self.opname  # replaced by the function's own name where it has one
         functools.update_wrapper(self, forward)
         self.input_names, self.varargs_name, self.config_names = _parameters(name, forward)
+        # Defaults of trailing positional inputs (an optional bias=None), filled in when omitted.
+        self.input_defaults = tuple(
+            p.default
+            for p in inspect.signature(forward).parameters.values()
+            if p.name in self.input_names and p.default is not p.empty
+        )
         self.defined_at = _where(forward)
         self.backward_fn: Callable[..., Any] | None = None
         self.backward_extras: frozenset[str] = frozenset()
+        # A backward on tensors, made of npgrad and torch ops: differentiable again.
+        self.tensor_backward_fn: Callable[..., Any] | None = None
+        self.examples: list[Callable[[], tuple[tuple[Any, ...], dict[str, Any]]]] = []
+        self.module = getattr(forward, "__module__", None) or "__main__"
         self.vjps: dict[int, Callable[..., Any]] = {}
         self.vjp_extras: dict[int, frozenset[str]] = {}
         self.saves_outputs = False
@@ -80,15 +90,73 @@ class Op:
         ...     return 2 * x * grad
         >>> square(torch.tensor([3.0], requires_grad=True)).sum().backward()
         """
-        if self.backward_fn is not None or self.vjps:
-            raise DefinitionError(
-                f'npgrad op "{self.name}": a backward is already registered; '
-                f"register one backward, or one vjp per input, not both or twice"
-            )
+        self._refuse_second_backward()
         self.backward_extras = _extras(self, fn, "backward")
         self.backward_fn = fn
         self.saves_outputs = "outputs" in self.backward_extras
         return fn
+
+    def tensor_backward(self, fn: F) -> F:
+        """Register ``fn``, written on tensors with npgrad and torch ops, as the op's backward.
+
+        It takes the same arguments as a NumPy backward (`Op.backward`), but as tensors, and
+        returns tensors. Because it is made of differentiable ops, torch differentiates it again:
+        the op gets second and higher derivatives (``gradgradcheck``, Hessian-vector products).
+        npgrad still checks each gradient's shape, sums broadcast gradients down and casts each
+        to its input's dtype and device.
+
+        Args:
+            fn: the backward function.
+
+        >>> import numpy as np, torch, npgrad
+        >>> @npgrad.op("doc::exp")
+        ... def exp(x):
+        ...     return np.exp(x)
+        >>> @exp.tensor_backward
+        ... def _(grad, x):
+        ...     return grad * exp(x)  # an npgrad op again: differentiable to any order
+        >>> x = torch.tensor([0.5], dtype=torch.float64, requires_grad=True)
+        >>> (g,) = torch.autograd.grad(exp(x), x, create_graph=True)
+        >>> (h,) = torch.autograd.grad(g, x)
+        >>> bool(torch.allclose(h, torch.exp(x)))
+        True
+        """
+        self._refuse_second_backward()
+        self.backward_extras = _extras(self, fn, "tensor_backward")
+        self.tensor_backward_fn = fn
+        self.saves_outputs = "outputs" in self.backward_extras
+        return fn
+
+    def example(
+        self, fn: Callable[[], tuple[tuple[Any, ...], dict[str, Any]]]
+    ) -> Callable[[], tuple[tuple[Any, ...], dict[str, Any]]]:
+        """Register a callable returning example ``(args, kwargs)``; ``npgrad check`` runs them.
+
+        May be used several times; each example is checked on its own.
+
+        Args:
+            fn: a callable taking nothing and returning a tuple of positional inputs and a dict
+                of keyword config.
+
+        >>> import torch, npgrad
+        >>> @npgrad.op("doc::half")
+        ... def half(x):
+        ...     return x / 2
+        >>> @half.example
+        ... def _():
+        ...     return (torch.randn(3),), {}
+        >>> len(half.examples)
+        1
+        """
+        self.examples.append(fn)
+        return fn
+
+    def _refuse_second_backward(self) -> None:
+        if self.has_backward:
+            raise DefinitionError(
+                f'npgrad op "{self.name}": a backward is already registered; register one '
+                f"backward (NumPy or tensor), or one vjp per input, not several"
+            )
 
     def vjp(self, input: str | int) -> Callable[[F], F]:
         """Register a gradient function for one positional input.
@@ -114,7 +182,7 @@ class Op:
         position = self._position(input)
 
         def register(fn: F) -> F:
-            if self.backward_fn is not None or position in self.vjps:
+            if self.backward_fn is not None or self.tensor_backward_fn or position in self.vjps:
                 raise DefinitionError(
                     f'npgrad op "{self.name}": a gradient for input "{self.input_name(position)}" '
                     f"is already registered; register one backward, or one vjp per input"
@@ -134,8 +202,26 @@ class Op:
 
     @property
     def has_backward(self) -> bool:
-        """Whether a backward (whole, or per input) is registered."""
-        return self.backward_fn is not None or bool(self.vjps)
+        """Whether a backward (NumPy or tensor, whole or per input) is registered."""
+        return (
+            self.backward_fn is not None or self.tensor_backward_fn is not None or bool(self.vjps)
+        )
+
+    @property
+    def backward_kind(self) -> str:
+        """How the gradient is given: "numpy", "tensor", "vjp" (per input) or "none"."""
+        if self.backward_fn is not None:
+            return "numpy"
+        if self.tensor_backward_fn is not None:
+            return "tensor"
+        return "vjp" if self.vjps else "none"
+
+    @property
+    def plugin(self) -> str:
+        """The plugin (entry-point name) that defines the op, else its top-level module."""
+        from npgrad.plugins import plugin_of
+
+        return plugin_of(self.module)
 
     def input_name(self, position: int) -> str:
         """Return the parameter name of positional input ``position``."""
@@ -155,13 +241,12 @@ class Op:
         )
 
     def __repr__(self) -> str:
-        kind = (
-            "backward"
-            if self.backward_fn
-            else f"vjps for {len(self.vjps)}"
-            if self.vjps
-            else ("no backward")
-        )
+        kind = {
+            "numpy": "backward",
+            "tensor": "tensor backward",
+            "vjp": f"vjps for {len(self.vjps)}",
+            "none": "no backward",
+        }[self.backward_kind]
         return f"<npgrad op {self.name}{inspect.signature(self.forward)}, {kind}>"
 
     def __reduce__(self) -> tuple[Callable[[str], Op], tuple[str]]:

@@ -98,7 +98,23 @@ def check(op: Op, *inputs: Any, **config: Any) -> CheckReport:
             differentiable,
         )
         report.verdicts["gradcheck"] = "passed"
-        report.verdicts["gradgradcheck"] = "skipped: NumPy backward is differentiable once"
+        if op.tensor_backward_fn is None:
+            report.verdicts["gradgradcheck"] = "skipped: NumPy backward is differentiable once"
+        else:
+            _stage(
+                op,
+                "gradgradcheck",
+                lambda: torch.autograd.gradgradcheck(
+                    run,
+                    double,
+                    eps=tolerances["eps"],
+                    atol=tolerances["atol"],
+                    rtol=tolerances["rtol"],
+                    raise_exception=True,
+                ),
+                differentiable,
+            )
+            report.verdicts["gradgradcheck"] = "passed"
 
     single = _copies(inputs, torch.float32, differentiable)
     _check_float32(op, run, single, differentiable)
@@ -115,7 +131,7 @@ def _differentiable_positions(op: Op, inputs: tuple[Any, ...]) -> tuple[int, ...
         floating = (isinstance(value, torch.Tensor) and value.is_floating_point()) or (
             isinstance(value, np.ndarray) and value.dtype.kind == "f"
         )
-        if floating and (op.backward_fn is not None or i in op.vjps):
+        if floating and (op.backward_kind != "vjp" or i in op.vjps):
             positions.append(i)
     return tuple(positions)
 
@@ -169,7 +185,7 @@ def _stage(op: Op, stage: str, thunk: Any, positions: tuple[int, ...] = ()) -> A
         raise CheckError(
             f'npgrad.check of op "{op.name}": {stage} failed{where}: {detail}; '
             f"fix the op's backward (or forward) so that its gradients match finite differences"
-            if stage == "gradcheck"
+            if stage in ("gradcheck", "gradgradcheck")
             else f'npgrad.check of op "{op.name}": {stage} failed: {type(error).__name__}: '
             f"{detail}; fix the op so it runs on these inputs"
         ) from error

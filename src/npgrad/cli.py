@@ -1,10 +1,17 @@
-"""The ``npgrad`` command: ``npgrad demo``."""
+"""The ``npgrad`` command: ``npgrad demo``, ``npgrad list``, ``npgrad check [NAME ...]``."""
 
 from __future__ import annotations
 
 import argparse
+import inspect
 import sys
+import time
 from collections.abc import Sequence
+
+from npgrad import _registry
+from npgrad.checking import check
+from npgrad.errors import NpgradError
+from npgrad.plugins import load_plugins
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -22,12 +29,101 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     demo.add_argument("--steps", type=int, default=300, help="gradient-descent steps (300)")
     demo.add_argument("--seed", type=int, default=0, help="random seed (0)")
+    commands.add_parser("list", help="list the registered ops of every plugin")
+    checker = commands.add_parser(
+        "check", help="run npgrad.check on every op's examples (or on the named ops)"
+    )
+    checker.add_argument("names", nargs="*", metavar="NAME", help="ops to check (default: all)")
     args = parser.parse_args(argv)
     if args.command == "demo":
         from npgrad._demo import run
 
         return run(steps=args.steps, seed=args.seed)
-    return 2  # pragma: no cover - argparse rejects unknown commands
+    load_plugins()
+    if args.command == "list":
+        return list_ops()
+    return check_ops(args.names)
+
+
+def list_ops() -> int:
+    """Print a table of every registered op; return 0."""
+    rows = [("op", "signature", "backward", "examples", "plugin")]
+    for name in _registry.ops():
+        op = _registry.get(name)
+        rows.append(
+            (
+                name,
+                _plain_signature(op.forward),
+                op.backward_kind,
+                str(len(op.examples)) if op.examples else "no",
+                op.plugin,
+            )
+        )
+    _print_table(rows)
+    return 0
+
+
+def check_ops(names: Sequence[str]) -> int:
+    """Check the examples of the named ops (all ops with examples when none); 1 on any failure."""
+    try:
+        chosen = [_registry.get(name) for name in names]
+    except NpgradError as error:
+        print(f"npgrad check: {error}", file=sys.stderr)
+        return 2
+    if not chosen:
+        chosen = [op for op in map(_registry.get, _registry.ops()) if op.examples]
+    missing = [op.name for op in chosen if not op.examples]
+    if missing:
+        print(
+            f"npgrad check: {', '.join(missing)} declare no example inputs; add some with "
+            f"@<op>.example",
+            file=sys.stderr,
+        )
+        return 2
+    total = sum(len(op.examples) for op in chosen)
+    rows = [("op", "example", "verdicts", "seconds")]
+    failures = []
+    done = 0
+    for op in chosen:
+        for index, example in enumerate(op.examples):
+            done += 1
+            print(f"[{done}/{total}] {op.name} example {index} ...", end=" ", file=sys.stderr)
+            start = time.perf_counter()
+            try:
+                args, kwargs = example()
+                report = check(op, *args, **kwargs)
+            except Exception as error:
+                seconds = time.perf_counter() - start
+                print(f"FAILED ({seconds:.2f} s)", file=sys.stderr)
+                failures.append(f"{op.name} example {index}: {type(error).__name__}: {error}")
+                rows.append((op.name, str(index), "FAILED", f"{seconds:.2f}"))
+                continue
+            print(f"ok ({report.seconds:.2f} s)", file=sys.stderr)
+            verdicts = ", ".join(
+                f"{check_name} {verdict}" for check_name, verdict in report.verdicts.items()
+            )
+            rows.append((op.name, str(index), verdicts, f"{report.seconds:.2f}"))
+    _print_table(rows)
+    for failure in failures:
+        print(f"FAILED {failure}")
+    print(f"{total - len(failures)} passed, {len(failures)} failed")
+    return 1 if failures else 0
+
+
+def _plain_signature(fn: object) -> str:
+    signature = inspect.signature(fn)  # type: ignore[arg-type]
+    plain = [p.replace(annotation=p.empty) for p in signature.parameters.values()]
+    return str(signature.replace(parameters=plain, return_annotation=signature.empty))
+
+
+def _print_table(rows: Sequence[tuple[str, ...]]) -> None:
+    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
+    for k, row in enumerate(rows):
+        print(
+            "  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True)).rstrip()
+        )
+        if k == 0:
+            print("  ".join("-" * width for width in widths))
 
 
 if __name__ == "__main__":

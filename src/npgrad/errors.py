@@ -16,6 +16,7 @@ __all__ = [
     "NotTwiceDifferentiableError",
     "NpgradError",
     "OutputError",
+    "PluginWarning",
     "UnknownOpError",
 ]
 
@@ -54,3 +55,7 @@ class NotTwiceDifferentiableError(NpgradError, RuntimeError):
 
 class CheckError(NpgradError, AssertionError):
     """`npgrad.check` found an op whose gradients, dtypes or values are wrong."""
+
+
+class PluginWarning(UserWarning):
+    """A plugin failed to load; the others still load (a warning, not an error)."""
