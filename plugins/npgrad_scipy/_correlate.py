@@ -16,6 +16,7 @@ reshaped, flipped or transposed arguments.
 
 from __future__ import annotations
 
+import functools
 import math
 from typing import Any
 
@@ -29,16 +30,23 @@ Array = np.ndarray[Any, Any]
 
 METHODS = ("auto", "direct", "fft")
 
-# Seconds per unit of work on the 2-core reference machine (benchmarks/conv.py --calibrate):
-# a multiply-add of the direct method, an element-log2 of a real FFT, a complex multiply-add of
-# the per-frequency channel sum. Only their ratios matter for choosing.
-DIRECT_SECONDS_PER_MAC = 4.0e-11
-FFT_SECONDS_PER_POINT_LOG = 2.0e-10
-FFT_SECONDS_PER_PRODUCT = 1.0e-9
+# Seconds per unit of work on the 2-core reference machine, fitted by
+# `python benchmarks/conv.py --calibrate`: a multiply-add of a single-kernel tap, an element
+# copied into columns and a multiply-add of the matrix product (multi-channel direct; the fit
+# finds the copy hidden behind the product), an element-log2 of a real FFT, a complex
+# multiply-add of the per-frequency channel sum, and the fixed cost of an FFT call.
+DIRECT_SECONDS_PER_TAP = 2.2e-10
+DIRECT_SECONDS_PER_COPY = 0.0
+DIRECT_SECONDS_PER_MAC = 6.5e-11
+FFT_SECONDS_PER_POINT_LOG = 1.6e-10
+FFT_SECONDS_PER_PRODUCT = 6.5e-10
+FFT_SECONDS_PER_CALL = 4e-05
+# One step of a Python loop over taps, chunks or output positions.
+SECONDS_PER_PYTHON_STEP = 2.7e-06
 
 # Elements of one im2col chunk: large enough for an efficient matrix product, small enough to
 # stay in cache and to give every thread work.
-_CHUNK = 1 << 18
+_CHUNK = 1 << 17
 # Points of input transform from which scipy.fft's workers pay off.
 _PARALLEL_FFT = 1 << 16
 
@@ -46,7 +54,7 @@ _PARALLEL_FFT = 1 << 16
 def correlate(xp: Array, w: Array, method: str) -> Array:
     """Return the valid correlation of ``xp`` (B, C, Hp, Wp) with ``w`` (O, C, kh, kw) over C."""
     if method == "auto":
-        method = choose_method(xp.shape, w.shape)
+        method = choose_method(tuple(xp.shape), tuple(w.shape))
     dtype = np.result_type(xp.dtype, w.dtype, np.float32)
     xp = xp.astype(dtype, copy=False)
     w = w.astype(dtype, copy=False)
@@ -55,6 +63,32 @@ def correlate(xp: Array, w: Array, method: str) -> Array:
     return _direct(xp, w)
 
 
+def pad(x: Array, padding: tuple[int, int, int, int]) -> Array:
+    """Return (B, C, H, W) ``x`` with zeros around each image (negative: rows or columns cut).
+
+    The copy is spread over npgrad's threads: it is a full pass over a possibly large input.
+    """
+    top, bottom, left, right = padding
+    if not any(padding):
+        return x
+    x = x[
+        ...,
+        max(-top, 0) : x.shape[-2] - max(-bottom, 0),
+        max(-left, 0) : x.shape[-1] - max(-right, 0),
+    ]
+    top, bottom, left, right = (max(p, 0) for p in padding)
+    h, w = x.shape[-2:]
+    out = np.zeros((*x.shape[:-2], h + top + bottom, w + left + right), dtype=x.dtype)
+    step = max(1, _CHUNK // max(x[0].size, 1))
+
+    def copy(start: int) -> None:
+        out[start : start + step, :, top : top + h, left : left + w] = x[start : start + step]
+
+    npgrad.parallel_map(copy, range(0, x.shape[0], step))
+    return out
+
+
+@functools.lru_cache(maxsize=4096)
 def choose_method(x_shape: tuple[int, ...], w_shape: tuple[int, ...]) -> str:
     """Return "direct" or "fft", whichever the cost model predicts is faster for these shapes."""
     return "fft" if fft_seconds(x_shape, w_shape) < direct_seconds(x_shape, w_shape) else "direct"
@@ -64,7 +98,18 @@ def direct_seconds(x_shape: tuple[int, ...], w_shape: tuple[int, ...]) -> float:
     """Predict the direct method's time from the shapes."""
     b, c, hp, wp = x_shape
     o, _, kh, kw = w_shape
-    return DIRECT_SECONDS_PER_MAC * b * o * c * (hp - kh + 1) * (wp - kw + 1) * kh * kw
+    ho, wo = hp - kh + 1, wp - kw + 1
+    work = b * ho * wo * kh * kw
+    variant = _direct_variant(x_shape, w_shape)
+    if variant == "taps":
+        passes = kh * kw * len(_row_chunks(b, ho, wo * 4))
+        return DIRECT_SECONDS_PER_TAP * work + SECONDS_PER_PYTHON_STEP * passes
+    steps = ho * wo if variant == "outputs" else len(_row_chunks(b, ho, wo * c * kh * kw))
+    return (
+        DIRECT_SECONDS_PER_COPY * work * c
+        + DIRECT_SECONDS_PER_MAC * work * c * o
+        + SECONDS_PER_PYTHON_STEP * steps
+    )
 
 
 def fft_seconds(x_shape: tuple[int, ...], w_shape: tuple[int, ...]) -> float:
@@ -74,7 +119,11 @@ def fft_seconds(x_shape: tuple[int, ...], w_shape: tuple[int, ...]) -> float:
     fh, fw = _fft_size(hp, wp)
     points = fh * (fw // 2 + 1)
     transforms = (b * c + o * c + b * o) * fh * fw * math.log2(max(fh * fw, 2))
-    return FFT_SECONDS_PER_POINT_LOG * transforms + FFT_SECONDS_PER_PRODUCT * b * o * c * points
+    return (
+        FFT_SECONDS_PER_POINT_LOG * transforms
+        + FFT_SECONDS_PER_PRODUCT * b * o * c * points
+        + FFT_SECONDS_PER_CALL
+    )
 
 
 def _fft_size(hp: int, wp: int) -> tuple[int, int]:
@@ -91,26 +140,88 @@ def _direct(xp: Array, w: Array) -> Array:
     if c * kh * kw == 0:
         out.fill(0)
         return out
-    columns = w.reshape(o, c * kh * kw).T
-    # Chunks of whole images and of output rows, each im2col block about _CHUNK elements.
-    per_row = wo * c * kh * kw
-    rows = max(1, min(ho, _CHUNK // per_row))
-    images = max(1, min(b, _CHUNK // (per_row * ho))) if rows == ho else 1
-    chunks = [
+    variant = _direct_variant(xp.shape, w.shape)
+    if variant == "outputs":
+        _direct_outputs(xp, w, out)
+    elif variant == "taps":
+        _direct_taps(xp, w, out)
+    else:
+        _direct_columns(xp, w, out)
+    return out
+
+
+def _direct_variant(x_shape: tuple[int, ...], w_shape: tuple[int, ...]) -> str:
+    _, c, hp, wp = x_shape
+    o, _, kh, kw = w_shape
+    if (hp - kh + 1) * (wp - kw + 1) < kh * kw:
+        return "outputs"
+    return "taps" if c == 1 and o == 1 else "columns"
+
+
+def _row_chunks(b: int, ho: int, per_row: int) -> list[tuple[int, int, int, int]]:
+    """Split (image, output row) space into chunks of about _CHUNK elements of work each."""
+    rows = max(1, min(ho, _CHUNK // max(per_row, 1)))
+    images = max(1, min(b, _CHUNK // max(per_row * ho, 1))) if rows == ho else 1
+    return [
         (i, min(i + images, b), r, min(r + rows, ho))
         for i in range(0, b, images)
         for r in range(0, ho, rows)
     ]
 
+
+def _direct_taps(xp: Array, w: Array, out: Array) -> None:
+    # One kernel: a multiply-add of a shifted view per tap, vectorised over the batch; far
+    # cheaper than copying windows for a matrix-vector product.
+    _, _, ho, wo = out.shape
+    kh, kw = w.shape[2:]
+    kernel = w[0, 0]
+
     def work(chunk: tuple[int, int, int, int]) -> None:
         i0, i1, r0, r1 = chunk
-        windows = sliding_window_view(xp[i0:i1, :, r0 : r1 + kh - 1], (kh, kw), axis=(2, 3))
-        block = windows.transpose(0, 2, 3, 1, 4, 5).reshape(-1, c * kh * kw)
+        block = out[i0:i1, 0, r0:r1]
+        np.multiply(xp[i0:i1, 0, r0:r1, :wo], kernel[0, 0], out=block)
+        for a in range(kh):
+            for t in range(kw):
+                if a or t:
+                    block += kernel[a, t] * xp[i0:i1, 0, r0 + a : r1 + a, t : t + wo]
+
+    # Chunks of about _CHUNK / 4 outputs: each tap pass then runs over an L2-sized block.
+    npgrad.parallel_map(work, _row_chunks(out.shape[0], ho, wo * 4))
+
+
+def _direct_outputs(xp: Array, w: Array, out: Array) -> None:
+    # Fewer outputs than taps (a weight gradient: the "kernel" is an output gradient): one
+    # matrix product per output position over its window.
+    b, c = xp.shape[:2]
+    o, _, kh, kw = w.shape
+    _, _, ho, wo = out.shape
+    weights = w.reshape(o, c * kh * kw).T
+
+    def work(position: tuple[int, int]) -> None:
+        i, j = position
+        window = xp[:, :, i : i + kh, j : j + kw].reshape(b, c * kh * kw)
+        out[:, :, i, j] = window @ weights
+
+    npgrad.parallel_map(work, [(i, j) for i in range(ho) for j in range(wo)])
+
+
+def _direct_columns(xp: Array, w: Array, out: Array) -> None:
+    # Windows copied into columns (im2col) and one matrix product per chunk.
+    b, c = xp.shape[:2]
+    o, _, kh, kw = w.shape
+    _, _, ho, wo = out.shape
+    columns = w.reshape(o, c * kh * kw).T
+    # One view of every window, (B, Ho, Wo, C, kh, kw), sliced per chunk: building it per chunk
+    # costs more than copying a small chunk.
+    windows = sliding_window_view(xp, (kh, kw), axis=(2, 3)).transpose(0, 2, 3, 1, 4, 5)
+
+    def work(chunk: tuple[int, int, int, int]) -> None:
+        i0, i1, r0, r1 = chunk
+        block = windows[i0:i1, r0:r1].reshape(-1, c * kh * kw)
         result = (block @ columns).reshape(i1 - i0, r1 - r0, wo, o)
         out[i0:i1, :, r0:r1] = result.transpose(0, 3, 1, 2)
 
-    npgrad.parallel_map(work, chunks)
-    return out
+    npgrad.parallel_map(work, _row_chunks(b, ho, wo * c * kh * kw))
 
 
 def _fft(xp: Array, w: Array) -> Array:

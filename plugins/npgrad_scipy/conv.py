@@ -40,6 +40,7 @@ from torch import nn
 import npgrad
 from npgrad.errors import InputError
 from npgrad_scipy._correlate import METHODS, correlate
+from npgrad_scipy._correlate import pad as _pad
 
 Array = np.ndarray[Any, Any]
 Padding = tuple[int, int, int, int]
@@ -352,23 +353,6 @@ def _padding(mode: str, kernel: Sequence[int], *, convolve: bool) -> Padding:
     top = kh // 2 if convolve else (kh - 1) // 2
     left = kw // 2 if convolve else (kw - 1) // 2
     return (top, kh - 1 - top, left, kw - 1 - left)
-
-
-def _pad(x: Array, padding: Padding) -> Array:
-    top, bottom, left, right = padding
-    if not any(padding):
-        return x
-    # Negative padding crops, so that gradients of any padding are paddings again.
-    x = x[
-        ...,
-        max(-top, 0) : x.shape[-2] - max(-bottom, 0),
-        max(-left, 0) : x.shape[-1] - max(-right, 0),
-    ]
-    widths = [(0, 0)] * (x.ndim - 2) + [
-        (max(top, 0), max(bottom, 0)),
-        (max(left, 0), max(right, 0)),
-    ]
-    return np.pad(x, widths)
 
 
 def _single_padding(

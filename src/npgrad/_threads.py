@@ -55,9 +55,15 @@ def parallel_map(fn: Callable[[T], R], items: Iterable[T]) -> list[R]:
     if threads <= 1:
         set_blas_threads(num_threads())
         return [fn(item) for item in items]
+    # One task per thread over a contiguous share of the items: a task per item would cost a
+    # future and a wake-up each, which dominates when items are small cache-sized chunks.
+    shares = [
+        items[k * len(items) // threads : (k + 1) * len(items) // threads] for k in range(threads)
+    ]
     set_blas_threads(1)
     try:
-        return list(_executor(num_threads()).map(fn, items))
+        done = _executor(num_threads()).map(lambda share: [fn(item) for item in share], shares)
+        return [result for share in done for result in share]
     finally:
         set_blas_threads(num_threads())
 

@@ -1,0 +1,240 @@
+"""Speed of npgrad_scipy's convolutions against torch's F.conv2d and the tutorial's Function.
+
+Every figure is a ratio measured in this run (minimum over interleaved repeats):
+
+1. large kernel: one 512x512 image, a 31x31 kernel, forward + backward; goal >= 5x F.conv2d.
+2. real layer: 64 images, 8 -> 8 channels, 128x128, 3x3, forward + backward; goal within 2x.
+3. cores: case 2 with 2 threads against 1; goal >= 1.6x.
+4. small image: 256x256, 3x3, forward + backward; goal no slower than the tutorial's Function.
+5. auto: a table over kernel sizes and image sizes (one image, forward) of direct, FFT and
+   "auto"; goal: auto never more than 20% slower than the faster of the two.
+
+`--calibrate` instead fits the cost model's constants (npgrad_scipy/_correlate.py) to timings
+of both methods over a spread of shapes, and prints them.
+
+Run: python benchmarks/conv.py [--quick] [--calibrate]
+"""
+
+from __future__ import annotations
+
+import argparse
+import functools
+import math
+import time
+from collections.abc import Callable
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from seed import ScipyConv2dFunction
+
+from npgrad_scipy import _correlate as engine
+from npgrad_scipy import conv2d, correlate2d
+
+
+def best_of(fns: dict[str, Callable[[], object]], repeats: int) -> dict[str, float]:
+    """Return each function's minimum time over ``repeats`` interleaved runs (after a warm-up)."""
+    times = {name: math.inf for name in fns}
+    for fn in fns.values():
+        fn()
+    for _ in range(repeats):
+        for name, fn in fns.items():
+            start = time.perf_counter()
+            fn()
+            times[name] = min(times[name], time.perf_counter() - start)
+    return times
+
+
+def runs(x: np.ndarray, w: np.ndarray, methods: tuple[str, ...]) -> dict[str, Callable[[], object]]:
+    """Return a call of the correlation engine on ``x`` and ``w`` per method."""
+    return {method: functools.partial(engine.correlate, x, w, method) for method in methods}
+
+
+def forward_backward(fn: Callable[..., torch.Tensor], *args: torch.Tensor) -> Callable[[], None]:
+    def run() -> None:
+        out = fn(*args)
+        out.backward(torch.ones_like(out))
+        for arg in args:
+            arg.grad = None
+
+    return run
+
+
+def large_kernel(repeats: int) -> float:
+    x = torch.randn(1, 1, 512, 512, requires_grad=True)
+    w = torch.randn(1, 1, 31, 31, requires_grad=True)
+    times = best_of(
+        {
+            "npgrad": forward_backward(conv2d, x, w),
+            "F.conv2d": forward_backward(lambda a, b: F.conv2d(a, b.flip((-2, -1))), x, w),
+        },
+        repeats,
+    )
+    ratio = times["F.conv2d"] / times["npgrad"]
+    print(
+        f"1. large kernel 512x512 * 31x31, fwd+bwd: npgrad {times['npgrad'] * 1e3:.1f} ms, "
+        f"F.conv2d {times['F.conv2d'] * 1e3:.1f} ms -> npgrad {ratio:.1f}x faster "
+        f"(goal >= 5x: {'met' if ratio >= 5 else 'NOT met'})"
+    )
+    return ratio
+
+
+def real_layer(repeats: int, threads: int) -> dict[str, float]:
+    torch.set_num_threads(threads)
+    try:
+        x = torch.randn(64, 8, 128, 128, requires_grad=True)
+        w = torch.randn(8, 8, 3, 3, requires_grad=True)
+        b = torch.randn(8, requires_grad=True)
+        return best_of(
+            {
+                "npgrad": forward_backward(conv2d, x, w, b),
+                "F.conv2d": forward_backward(
+                    lambda a, k, c: F.conv2d(a, k.flip((-2, -1)), c), x, w, b
+                ),
+            },
+            repeats,
+        )
+    finally:
+        torch.set_num_threads(2)
+
+
+def small_image(repeats: int) -> float:
+    x = torch.randn(256, 256, requires_grad=True)
+    w = torch.randn(3, 3, requires_grad=True)
+    b = torch.randn(1, 1, requires_grad=True)
+    times = best_of(
+        {
+            "seed": forward_backward(ScipyConv2dFunction.apply, x, w, b),
+            "npgrad": forward_backward(lambda a, k, c: correlate2d(a, k) + c, x, w, b),
+        },
+        repeats,
+    )
+    ratio = times["npgrad"] / times["seed"]
+    print(
+        f"4. small image 256x256 * 3x3, fwd+bwd: npgrad {times['npgrad'] * 1e3:.2f} ms, "
+        f"tutorial Function {times['seed'] * 1e3:.2f} ms -> {ratio:.2f}x the tutorial's time "
+        f"(goal <= 1x: {'met' if ratio <= 1 else 'NOT met'})"
+    )
+    return ratio
+
+
+def auto_table(kernels: list[int], images: list[int], budget: float) -> float:
+    print("5. one image, forward, ms (direct / fft / auto [choice]), auto vs the faster:")
+    print(f"{'image':>6} " + " ".join(f"{f'k={k}':>28}" for k in kernels))
+    worst = 0.0
+    for size in images:
+        cells = []
+        for k in kernels:
+            x = np.random.default_rng(0).standard_normal((1, 1, size, size)).astype(np.float32)
+            w = np.random.default_rng(1).standard_normal((1, 1, k, k)).astype(np.float32)
+            choice = engine.choose_method(x.shape, w.shape)
+            predicted = engine.direct_seconds(x.shape, w.shape)
+            methods = ("direct", "fft", "auto") if predicted < budget else ("fft", "auto")
+            fns = runs(x, w, methods)
+            times = best_of(fns, 9 if predicted < 0.01 else 3 if predicted < budget / 10 else 1)
+            best = min(times.values())
+            ratio = times["auto"] / best
+            worst = max(worst, ratio)
+            direct = f"{times['direct'] * 1e3:.1f}" if "direct" in times else "skip"
+            cells.append(
+                f"{direct}/{times['fft'] * 1e3:.1f}/{times['auto'] * 1e3:.1f}"
+                f"[{choice[0]}]{ratio:.2f}x"
+            )
+        print(f"{size:>6} " + " ".join(f"{cell:>28}" for cell in cells))
+    print(
+        f"   auto is at most {worst:.2f}x the faster method "
+        f"(goal <= 1.20x: {'met' if worst <= 1.2 else 'NOT met'}); 'skip': direct predicted "
+        f"over {budget:.0f} s, where FFT is orders of magnitude faster"
+    )
+    return worst
+
+
+def calibrate() -> None:
+    """Fit the cost model's constants to measured times and print them."""
+    from scipy.optimize import nnls
+
+    rng = np.random.default_rng(0)
+    taps, columns, ffts = [], [], []
+    single = [(1, 1, 1, size, k) for size in (64, 128, 256, 512, 1024) for k in (3, 5, 9, 15)]
+    shapes = [
+        *single,
+        (8, 1, 1, 128, 5), (4, 1, 1, 256, 9), (64, 1, 1, 32, 3),
+        (4, 8, 8, 64, 3), (16, 8, 8, 64, 5), (8, 16, 16, 32, 3), (2, 4, 4, 128, 7),
+        (1, 64, 8, 128, 3), (8, 64, 8, 66, 64), (4, 3, 16, 64, 5), (64, 8, 8, 34, 3),
+        (8, 8, 8, 64, 3), (1, 8, 8, 128, 3),
+    ]  # fmt: skip
+    for b, c, o, h, k in shapes:
+        x = rng.standard_normal((b, c, h, h)).astype(np.float32)
+        w = rng.standard_normal((o, c, k, k)).astype(np.float32)
+        times = best_of(runs(x, w, ("direct", "fft")), 5)
+        ho = h - k + 1
+        work = b * ho * ho * k * k
+        fh, fw = engine._fft_size(h, h)
+        transforms = (b * c + o * c + b * o) * fh * fw * math.log2(fh * fw)
+        ffts.append((transforms, b * o * c * fh * (fw // 2 + 1), 1.0, times["fft"]))
+        variant = engine._direct_variant(x.shape, w.shape)
+        if variant == "taps":
+            passes = k * k * len(engine._row_chunks(b, ho, ho * 4))
+            taps.append((work, passes, times["direct"]))
+        elif variant == "columns":
+            steps = len(engine._row_chunks(b, ho, ho * c * k * k))
+            columns.append((work * c, work * c * o, steps, times["direct"]))
+        print(
+            f"b={b} c={c} o={o} {h}x{h} k={k}: direct ({variant}) "
+            f"{times['direct'] * 1e3:.2f} ms, fft {times['fft'] * 1e3:.2f} ms"
+        )
+
+    def fit(rows: list[tuple[float, ...]]) -> list[float]:
+        # Relative least squares: every shape counts alike, whatever its time.
+        a = np.array([row[:-1] for row in rows])
+        y = np.array([row[-1] for row in rows])
+        return list(nnls(a / y[:, None], np.ones(len(y)))[0])
+
+    tap, step = fit(taps)
+    copy, mac, _ = fit(columns)
+    point_log, product, call = fit(ffts)
+    print(f"DIRECT_SECONDS_PER_TAP = {tap:.2g}")
+    print(f"DIRECT_SECONDS_PER_COPY = {copy:.2g}")
+    print(f"DIRECT_SECONDS_PER_MAC = {mac:.2g}")
+    print(f"FFT_SECONDS_PER_POINT_LOG = {point_log:.2g}")
+    print(f"FFT_SECONDS_PER_PRODUCT = {product:.2g}")
+    print(f"FFT_SECONDS_PER_CALL = {call:.2g}")
+    print(f"SECONDS_PER_PYTHON_STEP = {step:.2g}")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="few repeats, a small table")
+    parser.add_argument("--calibrate", action="store_true", help="fit the cost model")
+    args = parser.parse_args()
+    torch.manual_seed(0)
+    if args.calibrate:
+        calibrate()
+        return
+    repeats = 2 if args.quick else 5
+    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads")
+    large_kernel(repeats)
+    two = real_layer(repeats, 2)
+    ratio = two["npgrad"] / two["F.conv2d"]
+    print(
+        f"2. real layer 64x8x128x128 * 8x8x3x3, fwd+bwd: npgrad {two['npgrad'] * 1e3:.0f} ms, "
+        f"F.conv2d {two['F.conv2d'] * 1e3:.0f} ms -> {ratio:.2f}x F.conv2d's time "
+        f"(goal <= 2x: {'met' if ratio <= 2 else 'NOT met'})"
+    )
+    one = real_layer(repeats, 1)
+    speedup = one["npgrad"] / two["npgrad"]
+    print(
+        f"3. cores: case 2 takes {one['npgrad'] * 1e3:.0f} ms on 1 thread, "
+        f"{two['npgrad'] * 1e3:.0f} ms on 2 -> {speedup:.2f}x "
+        f"(goal >= 1.6x: {'met' if speedup >= 1.6 else 'NOT met'}); F.conv2d "
+        f"{one['F.conv2d'] / two['F.conv2d']:.2f}x"
+    )
+    small_image(repeats * 4)
+    if args.quick:
+        auto_table([3, 15], [64, 256], budget=0.5)
+    else:
+        auto_table([3, 5, 9, 15, 31, 63], [64, 128, 256, 512, 1024], budget=2.0)
+
+
+if __name__ == "__main__":
+    main()
