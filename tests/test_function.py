@@ -452,3 +452,58 @@ def test_awkward_gradients_are_taken(name: str, make) -> None:
     g = torch.randn(3, 4, dtype=torch.float64)
     ident(x).backward(g)
     torch.testing.assert_close(x.grad, g)
+
+
+def test_tensor_backward_is_differentiable_again(name: str) -> None:
+    @npgrad.op(name)
+    def sin(x):
+        return np.sin(x)
+
+    @sin.tensor_backward
+    def _(grad, x):
+        return grad * torch.cos(x)
+
+    x = torch.randn(4, dtype=torch.float64, requires_grad=True)
+    assert torch.autograd.gradcheck(sin, (x,))
+    assert torch.autograd.gradgradcheck(sin, (x,))
+    assert npgrad.check(sin, x).verdicts["gradgradcheck"] == "passed"
+
+
+def test_tensor_backward_gradients_are_reduced_cast_and_checked(name: str) -> None:
+    @npgrad.op(name)
+    def add(x, b):
+        return x + b
+
+    @add.tensor_backward
+    def _(grad, x, b, *, needs_input_grad):
+        return grad.double(), grad  # b's is summed down, x's cast back to float32
+
+    x = torch.randn(3, 2, requires_grad=True)
+    b = torch.randn(1, 2, requires_grad=True)
+    add(x, b).sum().backward()
+    assert x.grad.dtype == torch.float32
+    torch.testing.assert_close(b.grad, torch.full((1, 2), 3.0))
+
+    @npgrad.op(name + "_bad")
+    def bad(x):
+        return x
+
+    @bad.tensor_backward
+    def _(grad, x):
+        return grad[:1]
+
+    with pytest.raises(
+        npgrad.NpgradError,
+        match=rf'npgrad op "{name}_bad": tensor backward returned a gradient of shape \(1,\) for '
+        r'input "x" \(position 0\) of shape \(3,\)',
+    ):
+        bad(torch.ones(3, requires_grad=True)).sum().backward()
+
+
+def test_optional_inputs_default_to_none(name: str) -> None:
+    @npgrad.op(name)
+    def affine(x, b=None):
+        return x if b is None else x + b
+
+    torch.testing.assert_close(affine(torch.ones(2)), torch.ones(2))
+    torch.testing.assert_close(affine(torch.ones(2), torch.ones(2)), torch.full((2,), 2.0))
