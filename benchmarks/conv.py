@@ -127,11 +127,11 @@ def auto_table(kernels: list[int], images: list[int], budget: float) -> float:
         for k in kernels:
             x = np.random.default_rng(0).standard_normal((1, 1, size, size)).astype(np.float32)
             w = np.random.default_rng(1).standard_normal((1, 1, k, k)).astype(np.float32)
-            choice = engine.choose_method(x.shape, w.shape)
             predicted = engine.direct_seconds(x.shape, w.shape)
             methods = ("direct", "fft", "auto") if predicted < budget else ("fft", "auto")
             fns = runs(x, w, methods)
             times = best_of(fns, 9 if predicted < 0.01 else 3 if predicted < budget / 10 else 1)
+            choice = engine.measured_choice(x.shape, w.shape) or "?"
             best = min(times.values())
             ratio = times["auto"] / best
             worst = max(worst, ratio)
@@ -154,7 +154,7 @@ def calibrate() -> None:
     from scipy.optimize import nnls
 
     rng = np.random.default_rng(0)
-    taps, columns, ffts = [], [], []
+    taps, columns, outputs, ffts = [], [], [], []
     single = [(1, 1, 1, size, k) for size in (64, 128, 256, 512, 1024) for k in (3, 5, 9, 15)]
     shapes = [
         *single,
@@ -162,6 +162,10 @@ def calibrate() -> None:
         (4, 8, 8, 64, 3), (16, 8, 8, 64, 5), (8, 16, 16, 32, 3), (2, 4, 4, 128, 7),
         (1, 64, 8, 128, 3), (8, 64, 8, 66, 64), (4, 3, 16, 64, 5), (64, 8, 8, 34, 3),
         (8, 8, 8, 64, 3), (1, 8, 8, 128, 3),
+        # the real layer's three correlations: forward, input gradient, weight gradient
+        (64, 8, 8, 128, 3), (64, 8, 8, 130, 3), (8, 64, 8, 128, 126),
+        # weight gradients: fewer outputs than taps
+        (4, 32, 4, 64, 62), (1, 16, 1, 256, 254), (16, 8, 8, 66, 64), (1, 64, 1, 128, 126),
     ]  # fmt: skip
     for b, c, o, h, k in shapes:
         x = rng.standard_normal((b, c, h, h)).astype(np.float32)
@@ -171,7 +175,15 @@ def calibrate() -> None:
         work = b * ho * ho * k * k
         fh, fw = engine._fft_size(h, h)
         transforms = (b * c + o * c + b * o) * fh * fw * math.log2(fh * fw)
-        ffts.append((transforms, b * o * c * fh * (fw // 2 + 1), 1.0, times["fft"]))
+        products = b * o * c * fh * (fw // 2 + 1)
+        ffts.append(
+            (
+                transforms / engine._fft_workers(b * c * fh * fw),
+                products / engine._fft_workers(products),
+                1.0,
+                times["fft"],
+            )
+        )
         variant = engine._direct_variant(x.shape, w.shape)
         if variant == "taps":
             passes = k * k * len(engine._row_chunks(b, ho, ho * 4))
@@ -179,6 +191,8 @@ def calibrate() -> None:
         elif variant == "columns":
             steps = len(engine._row_chunks(b, ho, ho * c * k * k))
             columns.append((work * c, work * c * o, steps, times["direct"]))
+        else:
+            outputs.append((work * c, work * c * o, ho * ho, times["direct"]))
         print(
             f"b={b} c={c} o={o} {h}x{h} k={k}: direct ({variant}) "
             f"{times['direct'] * 1e3:.2f} ms, fft {times['fft'] * 1e3:.2f} ms"
@@ -192,10 +206,13 @@ def calibrate() -> None:
 
     tap, step = fit(taps)
     copy, mac, _ = fit(columns)
+    window, window_mac, _ = fit(outputs)
     point_log, product, call = fit(ffts)
     print(f"DIRECT_SECONDS_PER_TAP = {tap:.2g}")
     print(f"DIRECT_SECONDS_PER_COPY = {copy:.2g}")
     print(f"DIRECT_SECONDS_PER_MAC = {mac:.2g}")
+    print(f"WINDOW_SECONDS_PER_COPY = {window:.2g}")
+    print(f"WINDOW_SECONDS_PER_MAC = {window_mac:.2g}")
     print(f"FFT_SECONDS_PER_POINT_LOG = {point_log:.2g}")
     print(f"FFT_SECONDS_PER_PRODUCT = {product:.2g}")
     print(f"FFT_SECONDS_PER_CALL = {call:.2g}")

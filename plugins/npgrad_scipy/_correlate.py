@@ -11,13 +11,15 @@ reshaped, flipped or transposed arguments.
 - fft: ``scipy.fft.rfft2`` of input and kernels with ``workers``, a product per frequency
   summed over channels, and ``irfft2``; the transform size only needs to cover the input,
   because a valid correlation never wraps around.
-- auto: whichever a cost model, calibrated on these machines, predicts is faster.
+- auto: whichever a cost model, calibrated on these machines, predicts is faster; where the two
+  predictions are within 2x of each other, both methods are timed on the first call of those
+  shapes and the faster is kept for every later call.
 """
 
 from __future__ import annotations
 
-import functools
 import math
+import time
 from typing import Any
 
 import numpy as np
@@ -32,35 +34,64 @@ METHODS = ("auto", "direct", "fft")
 
 # Seconds per unit of work on the 2-core reference machine, fitted by
 # `python benchmarks/conv.py --calibrate`: a multiply-add of a single-kernel tap, an element
-# copied into columns and a multiply-add of the matrix product (multi-channel direct; the fit
-# finds the copy hidden behind the product), an element-log2 of a real FFT, a complex
-# multiply-add of the per-frequency channel sum, and the fixed cost of an FFT call.
-DIRECT_SECONDS_PER_TAP = 2.2e-10
-DIRECT_SECONDS_PER_COPY = 0.0
-DIRECT_SECONDS_PER_MAC = 6.5e-11
-FFT_SECONDS_PER_POINT_LOG = 1.6e-10
-FFT_SECONDS_PER_PRODUCT = 6.5e-10
-FFT_SECONDS_PER_CALL = 4e-05
+# copied into columns and a multiply-add of the matrix product (multi-channel direct), the same
+# for one product per output window (weight gradients), an element-log2 of a real FFT, a
+# complex multiply-add of the per-frequency channel sum, and the fixed cost of an FFT call.
+DIRECT_SECONDS_PER_TAP = 2.4e-10
+DIRECT_SECONDS_PER_COPY = 2.7e-10
+DIRECT_SECONDS_PER_MAC = 5.2e-11
+WINDOW_SECONDS_PER_COPY = 1.6e-10
+WINDOW_SECONDS_PER_MAC = 1.2e-10
+FFT_SECONDS_PER_POINT_LOG = 3.0e-10
+FFT_SECONDS_PER_PRODUCT = 1.5e-09
+FFT_SECONDS_PER_CALL = 1.2e-05
 # One step of a Python loop over taps, chunks or output positions.
-SECONDS_PER_PYTHON_STEP = 2.7e-06
+SECONDS_PER_PYTHON_STEP = 2.5e-06
 
 # Elements of one im2col chunk: large enough for an efficient matrix product, small enough to
 # stay in cache and to give every thread work.
 _CHUNK = 1 << 17
 # Points of input transform from which scipy.fft's workers pay off.
 _PARALLEL_FFT = 1 << 16
+# Predictions this far apart decide alone; closer ones are settled by timing both once.
+_CLEAR_WIN = 2.0
+# "auto"'s choice per (input shape, kernel shape, dtype, threads).
+_measured: dict[tuple[Any, ...], str] = {}
 
 
 def correlate(xp: Array, w: Array, method: str) -> Array:
     """Return the valid correlation of ``xp`` (B, C, Hp, Wp) with ``w`` (O, C, kh, kw) over C."""
-    if method == "auto":
-        method = choose_method(tuple(xp.shape), tuple(w.shape))
     dtype = np.result_type(xp.dtype, w.dtype, np.float32)
     xp = xp.astype(dtype, copy=False)
     w = w.astype(dtype, copy=False)
-    if method == "fft":
-        return _fft(xp, w)
-    return _direct(xp, w)
+    if method != "auto":
+        return _METHODS[method](xp, w)
+    key = (xp.shape, w.shape, dtype.str, npgrad.num_threads())
+    chosen = _measured.get(key)
+    if chosen is not None:
+        return _METHODS[chosen](xp, w)
+    direct, fft = direct_seconds(xp.shape, w.shape), fft_seconds(xp.shape, w.shape)
+    if max(direct, fft) > _CLEAR_WIN * min(direct, fft):
+        _measured[key] = "fft" if fft < direct else "direct"
+        return _METHODS[_measured[key]](xp, w)
+    # Too close to call from the model: time both once (the result is needed anyway) and keep
+    # the faster for every later call of these shapes, as cuDNN's benchmark mode does.
+    times = {}
+    results = {}
+    for name in ("direct", "fft"):
+        start = time.perf_counter()
+        results[name] = _METHODS[name](xp, w)
+        times[name] = time.perf_counter() - start
+    _measured[key] = min(times, key=times.__getitem__)
+    return results[_measured[key]]
+
+
+def measured_choice(x_shape: tuple[int, ...], w_shape: tuple[int, ...]) -> str | None:
+    """Return the method "auto" settled on for these shapes (any dtype), or None if not yet run."""
+    for (xs, ws, _, threads), chosen in list(_measured.items()):
+        if xs == x_shape and ws == w_shape and threads == npgrad.num_threads():
+            return chosen
+    return None
 
 
 def pad(x: Array, padding: tuple[int, int, int, int]) -> Array:
@@ -88,12 +119,6 @@ def pad(x: Array, padding: tuple[int, int, int, int]) -> Array:
     return out
 
 
-@functools.lru_cache(maxsize=4096)
-def choose_method(x_shape: tuple[int, ...], w_shape: tuple[int, ...]) -> str:
-    """Return "direct" or "fft", whichever the cost model predicts is faster for these shapes."""
-    return "fft" if fft_seconds(x_shape, w_shape) < direct_seconds(x_shape, w_shape) else "direct"
-
-
 def direct_seconds(x_shape: tuple[int, ...], w_shape: tuple[int, ...]) -> float:
     """Predict the direct method's time from the shapes."""
     b, c, hp, wp = x_shape
@@ -104,7 +129,13 @@ def direct_seconds(x_shape: tuple[int, ...], w_shape: tuple[int, ...]) -> float:
     if variant == "taps":
         passes = kh * kw * len(_row_chunks(b, ho, wo * 4))
         return DIRECT_SECONDS_PER_TAP * work + SECONDS_PER_PYTHON_STEP * passes
-    steps = ho * wo if variant == "outputs" else len(_row_chunks(b, ho, wo * c * kh * kw))
+    if variant == "outputs":
+        return (
+            WINDOW_SECONDS_PER_COPY * work * c
+            + WINDOW_SECONDS_PER_MAC * work * c * o
+            + SECONDS_PER_PYTHON_STEP * ho * wo
+        )
+    steps = len(_row_chunks(b, ho, wo * c * kh * kw))
     return (
         DIRECT_SECONDS_PER_COPY * work * c
         + DIRECT_SECONDS_PER_MAC * work * c * o
@@ -119,11 +150,18 @@ def fft_seconds(x_shape: tuple[int, ...], w_shape: tuple[int, ...]) -> float:
     fh, fw = _fft_size(hp, wp)
     points = fh * (fw // 2 + 1)
     transforms = (b * c + o * c + b * o) * fh * fw * math.log2(max(fh * fw, 2))
+    products = b * o * c * points
     return (
-        FFT_SECONDS_PER_POINT_LOG * transforms
-        + FFT_SECONDS_PER_PRODUCT * b * o * c * points
+        FFT_SECONDS_PER_POINT_LOG * transforms / _fft_workers(b * c * fh * fw)
+        + FFT_SECONDS_PER_PRODUCT * products / _fft_workers(products)
         + FFT_SECONDS_PER_CALL
     )
+
+
+def _fft_workers(work: int) -> int:
+    # pocketfft starts its worker threads on every call, and so does the pool: a loss for
+    # small transforms and products.
+    return npgrad.num_threads() if work >= _PARALLEL_FFT else 1
 
 
 def _fft_size(hp: int, wp: int) -> tuple[int, int]:
@@ -231,18 +269,27 @@ def _fft(xp: Array, w: Array) -> Array:
     if b * o * ho * wo == 0 or c * kh * kw == 0:
         return np.zeros((b, o, ho, wo), dtype=xp.dtype)
     shape = _fft_size(hp, wp)
-    # pocketfft starts its worker threads on every call: a loss for small transforms.
-    workers = npgrad.num_threads() if b * c * shape[0] * shape[1] >= _PARALLEL_FFT else 1
+    workers = _fft_workers(b * c * shape[0] * shape[1])
     x_hat = scipy.fft.rfft2(xp, s=shape, workers=workers)
-    w_hat = np.conj(scipy.fft.rfft2(w, s=shape, workers=workers))
-    if c == 1 and o == 1:
-        product = x_hat * w_hat
-    elif b == 1 or o == 1:
-        product = np.einsum("bcxy,ocxy->boxy", x_hat, w_hat)
-    else:
-        # One (B, C) x (C, O) product per frequency, batched over frequencies.
-        product = np.matmul(x_hat.transpose(2, 3, 0, 1), w_hat.transpose(2, 3, 1, 0)).transpose(
-            2, 3, 0, 1
-        )
+    w_hat = scipy.fft.rfft2(w, s=shape, workers=workers)
+    product = np.empty((b, o, *x_hat.shape[2:]), dtype=x_hat.dtype)
+
+    def multiply(rows: slice) -> None:
+        # The conjugate kernel transform makes the circular convolution a correlation.
+        xs, ws = x_hat[:, :, rows], np.conj(w_hat[:, :, rows])
+        if c == 1 and o == 1:
+            np.multiply(xs, ws, out=product[:, :, rows])
+        else:
+            # One (B, C) x (C, O) product per frequency, batched over frequencies.
+            product[:, :, rows] = np.matmul(
+                xs.transpose(2, 3, 0, 1), ws.transpose(2, 3, 1, 0)
+            ).transpose(2, 3, 0, 1)
+
+    height = x_hat.shape[2]
+    step = -(-height // _fft_workers(b * o * c * x_hat[0, 0].size))
+    npgrad.parallel_map(multiply, [slice(r, r + step) for r in range(0, height, step)])
     result: Array = scipy.fft.irfft2(product, s=shape, workers=workers)[..., :ho, :wo]
     return np.ascontiguousarray(result, dtype=xp.dtype)
+
+
+_METHODS = {"direct": _direct, "fft": _fft}
