@@ -19,3 +19,26 @@ def test_overhead_benchmark_runs() -> None:
     )
     for name in ("seed", "custom_op", "npgrad", "goal npgrad <= 1.10x seed"):
         assert name in done.stdout
+
+
+def test_conv_benchmark_runs() -> None:
+    done = subprocess.run(
+        [sys.executable, str(BENCHMARKS / "conv.py"), "--quick"],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=True,
+    )
+    for case in ("1. large kernel", "2. real layer", "3. cores", "4. small image", "5. one image"):
+        assert case in done.stdout
+
+
+def test_import_time_benchmark_runs() -> None:
+    done = subprocess.run(
+        [sys.executable, str(BENCHMARKS / "import_time.py"), "--runs", "1"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=True,
+    )
+    assert "import npgrad (after torch, numpy)" in done.stdout
