@@ -148,20 +148,6 @@ def correlate2d(x: Array, w: Array, *, mode: str = "valid", method: str = "auto"
     return _batched(x, w, _single_padding("scipy::correlate2d", x, w, mode, method, False), method)
 
 
-@correlate2d.tensor_backward
-def _(
-    grad: torch.Tensor,
-    x: torch.Tensor,
-    w: torch.Tensor,
-    *,
-    mode: str = "valid",
-    method: str = "auto",
-    needs_input_grad: tuple[bool, ...],
-) -> tuple[torch.Tensor | None, torch.Tensor | None]:
-    padding = _padding(mode, tuple(w.shape), convolve=False)
-    return _single_backward(grad, x, w, padding, method, needs_input_grad, flip=False)
-
-
 @npgrad.op("scipy::convolve2d")
 def convolve2d(x: Array, w: Array, *, mode: str = "valid", method: str = "auto") -> Array:
     """Convolve the last two dims of ``x`` with the 2-D kernel ``w``.
@@ -183,18 +169,24 @@ def convolve2d(x: Array, w: Array, *, mode: str = "valid", method: str = "auto")
     return _batched(x, w[::-1, ::-1], padding, method)
 
 
-@convolve2d.tensor_backward
-def _(
-    grad: torch.Tensor,
-    x: torch.Tensor,
-    w: torch.Tensor,
-    *,
-    mode: str = "valid",
-    method: str = "auto",
-    needs_input_grad: tuple[bool, ...],
-) -> tuple[torch.Tensor | None, torch.Tensor | None]:
-    padding = _padding(mode, tuple(w.shape), convolve=True)
-    return _single_backward(grad, x, w, padding, method, needs_input_grad, flip=True)
+def _single_kernel_backward(convolve: bool) -> Any:
+    def backward(
+        grad: torch.Tensor,
+        x: torch.Tensor,
+        w: torch.Tensor,
+        *,
+        mode: str = "valid",
+        method: str = "auto",
+        needs_input_grad: tuple[bool, ...],
+    ) -> tuple[torch.Tensor | None, torch.Tensor | None]:
+        padding = _padding(mode, tuple(w.shape), convolve=convolve)
+        return _single_backward(grad, x, w, padding, method, needs_input_grad, flip=convolve)
+
+    return backward
+
+
+correlate2d.tensor_backward(_single_kernel_backward(convolve=False))
+convolve2d.tensor_backward(_single_kernel_backward(convolve=True))
 
 
 def _single_example(mode: str, shape: tuple[int, int]) -> Any:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import re
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -84,37 +85,20 @@ def check(op: Op, *inputs: Any, **config: Any) -> CheckReport:
         report.verdicts["gradgradcheck"] = f"skipped: {why}"
     else:
         double = _copies(inputs, torch.float64, differentiable)
-        _stage(
-            op,
-            "gradcheck",
-            lambda: torch.autograd.gradcheck(
-                run,
-                double,
-                eps=tolerances["eps"],
-                atol=tolerances["atol"],
-                rtol=tolerances["rtol"],
-                raise_exception=True,
-            ),
-            differentiable,
-        )
-        report.verdicts["gradcheck"] = "passed"
-        if op.tensor_backward_fn is None:
-            report.verdicts["gradgradcheck"] = "skipped: NumPy backward is differentiable once"
-        else:
+        checks: dict[str, Callable[..., bool]] = {"gradcheck": torch.autograd.gradcheck}
+        if op.tensor_backward_fn is not None:
+            checks["gradgradcheck"] = torch.autograd.gradgradcheck
+        for stage, checker in checks.items():
             _stage(
                 op,
-                "gradgradcheck",
-                lambda: torch.autograd.gradgradcheck(
-                    run,
-                    double,
-                    eps=tolerances["eps"],
-                    atol=tolerances["atol"],
-                    rtol=tolerances["rtol"],
-                    raise_exception=True,
-                ),
+                stage,
+                lambda checker=checker: checker(run, double, raise_exception=True, **tolerances),
                 differentiable,
             )
-            report.verdicts["gradgradcheck"] = "passed"
+            report.verdicts[stage] = "passed"
+        report.verdicts.setdefault(
+            "gradgradcheck", "skipped: NumPy backward is differentiable once"
+        )
 
     single = _copies(inputs, torch.float32, differentiable)
     _check_float32(op, run, single, differentiable)
