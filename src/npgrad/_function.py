@@ -13,7 +13,9 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
+from torch.autograd import forward_ad
 
+from npgrad import _batch
 from npgrad._convert import (
     array_problem,
     as_array,
@@ -28,6 +30,7 @@ from npgrad.errors import (
     InputError,
     MissingBackwardError,
     NotTwiceDifferentiableError,
+    NpgradError,
     OutputError,
 )
 
@@ -42,7 +45,17 @@ _CONSTANTS = (bool, int, float, np.bool_, np.integer, np.floating, type(None))
 class Call:
     """What one call carries from the forward to its backward; metadata only, never tensors."""
 
-    __slots__ = ("arrays", "config", "constants", "device", "dtype", "op", "single", "slots")
+    __slots__ = (
+        "arrays",
+        "config",
+        "constants",
+        "count",
+        "device",
+        "dtype",
+        "op",
+        "single",
+        "slots",
+    )
 
     def __init__(
         self,
@@ -50,10 +63,12 @@ class Call:
         config: dict[str, Any],
         dtype: torch.dtype,
         device: torch.device | None,
+        count: int,
         slots: Sequence[int] | None = None,
         constants: list[Any] | None = None,
     ) -> None:
         self.op = op
+        self.count = count
         self.config = config
         self.dtype = dtype
         # None on the CPU, where results need no move.
@@ -94,10 +109,11 @@ def call(op: Op, inputs: tuple[Any, ...], config: dict[str, Any]) -> Any:
             needs_graph = True
     if dtype is None or not dtype.is_floating_point:
         return _call_general(op, inputs, config)
-    state = Call(op, config, dtype, None if inputs[0].is_cpu else device)
+    state = Call(op, config, dtype, None if inputs[0].is_cpu else device, len(inputs))
+    # _dispatch, inlined on this hot path.
+    if _transforms_active() or forward_ad._current_level >= 0:
+        return op.function.apply(state, *inputs)  # type: ignore[no-untyped-call]
     if needs_graph and torch.is_grad_enabled():
-        if _transforms_active():
-            return op.function.apply(state, *inputs)  # type: ignore[no-untyped-call]
         return op.apply_directly(state, *inputs)
     return run_forward(state, inputs)
 
@@ -131,12 +147,18 @@ def _call_general(op: Op, inputs: tuple[Any, ...], config: dict[str, Any]) -> An
         config,
         floating_result_dtype(tensors),
         None if device.type == "cpu" else device,
+        len(inputs),
         slots,
         constants,
     )
+    return _dispatch(op, state, args, needs_graph)
+
+
+def _dispatch(op: Op, state: Call, args: Sequence[Any], needs_graph: bool) -> Any:
+    if _transforms_active() or forward_ad._current_level >= 0:
+        # torch.func transforms and dual tensors: the Function's vmap and jvp rules are needed.
+        return op.function.apply(state, *args)  # type: ignore[no-untyped-call]
     if needs_graph and torch.is_grad_enabled():
-        if _transforms_active():
-            return op.function.apply(state, *args)  # type: ignore[no-untyped-call]
         return op.apply_directly(state, *args)
     return run_forward(state, args)
 
@@ -152,7 +174,10 @@ def run_forward(state: Call, args: Sequence[Any]) -> Any:
             arrays[i] = to_numpy(args[i])
     state.arrays = arrays
     try:
-        result = op.forward(*arrays, **state.config)
+        if op.signature is None or op.vectorized:
+            result = op.forward(*arrays, **state.config)
+        else:
+            result = _batch.loop(op.forward, op.signature, op.name, arrays, state.config)
     except Exception as error:
         _add_note(error, op, "forward")
         raise
@@ -195,10 +220,14 @@ def build(op: Op) -> type[torch.autograd.Function]:
     def setup_context(ctx: Any, inputs: tuple[Any, ...], output: Any) -> None:
         state: Call = inputs[0]
         ctx.state = state
+        # Under torch.func the forward may have run on another state (the vmap rule's call).
+        state.single = not isinstance(output, tuple)
+        if op.jvp_fn is not None:
+            ctx.save_for_forward(*[t for t in inputs[1:] if isinstance(t, torch.Tensor)])
         if op.tensor_backward_fn is not None:
             # The tensor backward works on the saved tensors: drop the arrays (copies for half
-            # floats and device tensors), keeping only how many inputs there were.
-            state.arrays = [None] * len(state.arrays)
+            # floats and device tensors).
+            state.arrays = []
         if state.single:
             if state.slots is None and not op.saves_outputs:
                 ctx.save_for_backward(*inputs[1:])
@@ -217,13 +246,26 @@ def build(op: Op) -> type[torch.autograd.Function]:
             ctx.mark_non_differentiable(*frozen)
 
     def backward(ctx: Any, *grads: torch.Tensor) -> tuple[torch.Tensor | None, ...]:
-        run = run_backward if op.tensor_backward_fn is None else run_tensor_backward
+        if op.tensor_backward_fn is not None:
+            run = run_tensor_backward
+        elif _transforms_active():
+            run = run_companion_backward
+        else:
+            run = run_backward
         return (None, *run(ctx.state, ctx.saved_tensors, grads, ctx.needs_input_grad[1:]))
+
+    def jvp(ctx: Any, _: Any, *tangents: torch.Tensor | None) -> Any:
+        return run_jvp(ctx.state, ctx.saved_tensors, tangents)
+
+    def vmap(info: Any, in_dims: tuple[int | None, ...], state: Call, *args: Any) -> Any:
+        return run_vmap(op, state, info.batch_size, in_dims[1:], args)
 
     namespace = {
         "forward": staticmethod(forward),
         "setup_context": staticmethod(setup_context),
         "backward": staticmethod(backward),
+        "jvp": staticmethod(jvp),
+        "vmap": staticmethod(vmap),
         "__module__": __name__,
         "__doc__": f"The autograd.Function of npgrad op {op.name}.",
     }
@@ -255,7 +297,7 @@ def run_backward(
         arrays = tuple(to_numpy(t) for t in saved[held:])
         outputs = arrays[0] if state.single else arrays
     grad_arrays = [to_numpy(g) for g in grads]
-    raw = _user_gradients(op, grad_arrays, inputs, state.config, needs, outputs)
+    raw = user_gradients(op, grad_arrays, inputs, state.config, needs, outputs)
     device = state.device
     result: list[torch.Tensor | None] = [None] * len(inputs)
     for k, i in enumerate(range(len(inputs)) if state.slots is None else state.slots):
@@ -269,7 +311,7 @@ def run_backward(
     return result
 
 
-def _user_gradients(
+def user_gradients(
     op: Op,
     grads: Sequence[Any],
     inputs: list[Any],
@@ -277,6 +319,7 @@ def _user_gradients(
     needs: Sequence[bool],
     outputs: Any,
 ) -> Sequence[Any]:
+    """Call the op's backward (or its vjps) and return one gradient per input, None allowed."""
     n = len(inputs)
     fn = op.backward_fn or op.tensor_backward_fn
     if fn is not None:
@@ -288,7 +331,10 @@ def _user_gradients(
             if "outputs" in op.backward_extras:
                 kwargs["outputs"] = outputs
         try:
-            raw = fn(*grads, *inputs, **kwargs)
+            if fn is op.tensor_backward_fn:
+                raw = fn(*grads, *inputs, **kwargs)
+            else:
+                raw = call_numpy(op, fn, grads, inputs, kwargs)
         except Exception as error:
             _add_note(error, op, "backward")
             raise
@@ -318,11 +364,147 @@ def _user_gradients(
         if "outputs" in op.vjp_extras[i]:
             kwargs = {**config, "outputs": outputs}
         try:
-            gradients[i] = vjp(*grads, *inputs, **kwargs)
+            gradients[i] = call_numpy(op, vjp, grads, inputs, kwargs)
         except Exception as error:
             _add_note(error, op, f'vjp of input "{op.input_name(i)}"')
             raise
     return gradients
+
+
+def call_numpy(
+    op: Op,
+    fn: Any,
+    leading: Sequence[Any],
+    inputs: Sequence[Any],
+    kwargs: dict[str, Any],
+    *,
+    jvp: bool = False,
+) -> Any:
+    """Call ``fn(*leading, *inputs, **kwargs)``, looped over batch dims if the op has a signature.
+
+    ``leading`` are output gradients (a backward) or input tangents (``jvp=True``), whose core
+    dims are the outputs' or the inputs' in the signature. A saved ``outputs`` keyword is sliced
+    per batch element too.
+    """
+    signature = op.signature
+    if signature is None or op.vectorized:
+        return fn(*leading, *inputs, **kwargs)
+    cores = [*(signature.inputs if jvp else signature.outputs), *signature.inputs]
+    args = [*leading, *inputs]
+    outputs = kwargs.get("outputs")
+    if outputs is None:
+        return _batch.loop(fn, signature, op.name, args, kwargs, cores)
+    single = not isinstance(outputs, tuple)
+    saved = (outputs,) if single else outputs
+    static = {key: value for key, value in kwargs.items() if key != "outputs"}
+    count = len(args)
+
+    def per_element(*values: Any, **config: Any) -> Any:
+        mine = values[count:]
+        return fn(*values[:count], outputs=mine[0] if single else mine, **config)
+
+    return _batch.loop(
+        per_element, signature, op.name, [*args, *saved], static, [*cores, *signature.outputs]
+    )
+
+
+def run_companion_backward(
+    state: Call,
+    saved: Sequence[torch.Tensor],
+    grads: Sequence[torch.Tensor],
+    needs: Sequence[bool],
+) -> list[torch.Tensor | None]:
+    """Run the NumPy backward as the op's backward companion, for torch.func transforms."""
+    from npgrad import _companions
+
+    op = state.op
+    inputs, outputs = _saved_inputs(state, saved)
+    config = {
+        **state.config,
+        _companions.N_OUTPUTS: len(grads),
+        _companions.NEEDS: tuple(needs),
+        _companions.SINGLE: state.single,
+    }
+    extra = list(outputs if isinstance(outputs, tuple) else (outputs,)) if op.saves_outputs else []
+    raw = op.companion("backward")(*grads, *inputs, *extra, **config)
+    raw = raw if isinstance(raw, tuple) else (raw,)
+    return [
+        _tensor_gradient(op, i, gradient, value)
+        if needs[i] and isinstance(value, torch.Tensor)
+        else None
+        for i, (gradient, value) in enumerate(zip(raw, inputs, strict=True))
+    ]
+
+
+def run_jvp(state: Call, saved: Sequence[torch.Tensor], tangents: Sequence[Any]) -> Any:
+    """Return the output tangents from the op's jvp companion (any transform may be active)."""
+    op = state.op
+    if op.jvp_fn is None:
+        raise MissingBackwardError(
+            f'npgrad op "{op.name}": forward-mode AD (torch.func.jvp, jacfwd, forward_ad) needs '
+            f"a jvp, and none is registered; register one with @{op.__name__}.jvp"
+        )
+    inputs, _ = _saved_inputs(state, saved)
+    filled = [
+        (torch.zeros_like(value) if isinstance(value, torch.Tensor) else 0.0)
+        if tangent is None
+        else tangent
+        for tangent, value in zip(tangents, inputs, strict=True)
+    ]
+    return op.companion("jvp")(*filled, *inputs, **state.config)
+
+
+def run_vmap(
+    op: Op, state: Call, size: int, dims: Sequence[int | None], args: Sequence[Any]
+) -> tuple[Any, Any]:
+    """The vmap rule: one batched call when the op has a signature, else a loop."""
+    config = state.config
+    if all(d is None for d in dims):
+        out = call(op, tuple(args), config)
+        return out, (None,) * len(out) if isinstance(out, tuple) else None
+    if op.signature is None:
+        results = [
+            call(
+                op,
+                tuple(a if d is None else a.select(d, i) for a, d in zip(args, dims, strict=True)),
+                config,
+            )
+            for i in range(size)
+        ]
+        if isinstance(results[0], tuple):
+            stacked = tuple(torch.stack(parts) for parts in zip(*results, strict=True))
+            return stacked, (0,) * len(stacked)
+        return torch.stack(results), 0
+    # Batch dims lead the core dims; the vmapped dim goes in front of all of them, and inputs
+    # without it get size-1 dims there, so that NumPy-style broadcasting lines them up.
+    cores = [len(core) for core in op.signature.inputs]
+    ranks = [
+        a.dim() - core - (d is not None) if isinstance(a, torch.Tensor) else 0
+        for a, d, core in zip(args, dims, cores, strict=True)
+    ]
+    lead = max(ranks)
+    aligned = []
+    for a, d, rank in zip(args, dims, ranks, strict=True):
+        if not isinstance(a, torch.Tensor):
+            aligned.append(a)
+            continue
+        moved = a if d is None else a.movedim(d, 0)
+        batched = moved.shape[:1] if d is not None else (1,)
+        rest = moved.shape[1:] if d is not None else moved.shape
+        aligned.append(moved.reshape(*batched, *([1] * (lead - rank)), *rest))
+    out = call(op, tuple(aligned), config)
+    return out, (0,) * len(out) if isinstance(out, tuple) else 0
+
+
+def _saved_inputs(state: Call, saved: Sequence[torch.Tensor]) -> tuple[list[Any], Any]:
+    """Return the inputs (tensors where saved, constants elsewhere) and any saved outputs."""
+    slots = range(state.count) if state.slots is None else state.slots
+    inputs: list[Any] = [None] * state.count if state.constants is None else list(state.constants)
+    for k, i in enumerate(slots):
+        inputs[i] = saved[k]
+    held = tuple(saved[len(slots) :])
+    outputs = (held[0] if state.single else held) if held else None
+    return inputs, outputs
 
 
 def run_tensor_backward(
@@ -333,23 +515,14 @@ def run_tensor_backward(
 ) -> list[torch.Tensor | None]:
     """Call the op's tensor backward; check, reduce and cast what it returns, differentiably."""
     op = state.op
-    slots = range(len(state.arrays)) if state.slots is None else state.slots
-    inputs: list[Any] = (
-        [None] * len(state.arrays) if state.constants is None else list(state.constants)
-    )
-    for k, i in enumerate(slots):
-        inputs[i] = saved[k]
-    outputs: Any = None
-    if op.saves_outputs:
-        held = tuple(saved[len(slots) :])
-        outputs = held[0] if state.single else held
-    raw = _user_gradients(op, grads, inputs, state.config, needs, outputs)
-    result: list[torch.Tensor | None] = [None] * len(inputs)
-    for k, i in enumerate(slots):
-        gradient = raw[i]
-        if needs[i] and gradient is not None:
-            result[i] = _tensor_gradient(op, i, gradient, saved[k])
-    return result
+    inputs, outputs = _saved_inputs(state, saved)
+    raw = user_gradients(op, grads, inputs, state.config, needs, outputs)
+    return [
+        _tensor_gradient(op, i, gradient, value)
+        if needs[i] and gradient is not None and isinstance(value, torch.Tensor)
+        else None
+        for i, (gradient, value) in enumerate(zip(raw, inputs, strict=True))
+    ]
 
 
 def _tensor_gradient(op: Op, position: int, value: Any, tensor: torch.Tensor) -> torch.Tensor:
@@ -480,7 +653,14 @@ def _input_error(op: Op, position: int, value: Any) -> InputError:
     )
 
 
-def _missing_backward(op: Op, position: int) -> MissingBackwardError:
+def _missing_backward(op: Op, position: int) -> NpgradError:
+    if op.parent is not None:
+        return NotTwiceDifferentiableError(
+            f'npgrad op "{op.parent.name}": asked for a second derivative, but its backward is '
+            f"written in NumPy and is differentiable once; write the backward with npgrad ops "
+            f"and torch ops on tensors (@{op.parent.__name__}.tensor_backward) to make the op "
+            f"twice differentiable"
+        )
     name = op.input_name(position)
     var = op.__name__
     how = (

@@ -5,12 +5,12 @@ from __future__ import annotations
 import functools
 import inspect
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any, TypeVar
 
 import torch
 
-from npgrad import _function, _registry
+from npgrad import _batch, _function, _registry
 from npgrad.errors import DefinitionError
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -28,7 +28,15 @@ class Op:
     registered backward.
     """
 
-    def __init__(self, name: str, forward: Callable[..., Any]) -> None:
+    def __init__(
+        self,
+        name: str,
+        forward: Callable[..., Any],
+        *,
+        signature: str | None = None,
+        vectorized: bool = False,
+        parent: Op | None = None,
+    ) -> None:
         if not isinstance(name, str) or not _NAME.match(name):
             raise DefinitionError(
                 f"npgrad: op name {name!r} for {getattr(forward, '__qualname__', forward)!r} is "
@@ -59,12 +67,36 @@ class Op:
         self.tensor_backward_fn: Callable[..., Any] | None = None
         self.examples: list[Callable[[], tuple[tuple[Any, ...], dict[str, Any]]]] = []
         self.module = getattr(forward, "__module__", None) or "__main__"
+        self.signature = None if signature is None else _batch.parse(signature, name)
+        if self.signature is not None and self.varargs_name is not None and parent is None:
+            raise DefinitionError(
+                f'npgrad op "{name}": a signature needs named positional inputs, not '
+                f"*{self.varargs_name}; list the inputs"
+            )
+        if (
+            self.signature is not None
+            and self.varargs_name is None
+            and len(self.signature.inputs) != len(self.input_names)
+        ):
+            raise DefinitionError(
+                f'npgrad op "{name}": signature "{signature}" has '
+                f"{len(self.signature.inputs)} inputs, the function "
+                f"{len(self.input_names)} ({', '.join(self.input_names)}); give one core-dim "
+                f"group per positional input"
+            )
+        self.vectorized = vectorized
+        self.shape_fn: Callable[..., Any] | None = None
+        self.jvp_fn: Callable[..., Any] | None = None
+        # The op a companion (a backward or jvp made an op, for torch.func) belongs to.
+        self.parent = parent
+        self._companions: dict[str, Op] = {}
         self.vjps: dict[int, Callable[..., Any]] = {}
         self.vjp_extras: dict[int, frozenset[str]] = {}
         self.saves_outputs = False
         self.function: type[torch.autograd.Function] = _function.build(self)
         self.apply_directly = _function.direct_apply(self.function)
-        _registry.register(self)
+        if parent is None:
+            _registry.register(self)
 
     def __call__(self, *inputs: Any, **config: Any) -> Any:
         return _function.call(self, inputs, config)
@@ -126,6 +158,84 @@ class Op:
         self.tensor_backward_fn = fn
         self.saves_outputs = "outputs" in self.backward_extras
         return fn
+
+    def shape(self, fn: F) -> F:
+        """Register the output-shape rule: input shapes (tuples) and config in, shape(s) out.
+
+        ``fn`` receives one shape per positional input (None for a number) and the keyword
+        config, and returns the output's shape, or a tuple of shapes for several outputs. The
+        output dtype follows the dtype policy. With it (or a signature that names every output
+        dim) the op compiles under ``torch.compile(fullgraph=True)`` without a graph break.
+
+        Args:
+            fn: the shape rule.
+
+        >>> import numpy as np, npgrad
+        >>> @npgrad.op("doc::outer")
+        ... def outer(x, y):
+        ...     return np.multiply.outer(x, y)
+        >>> @outer.shape
+        ... def _(x, y):
+        ...     return x + y
+        >>> outer.output_shapes([(2,), (3,)], {})
+        [(2, 3)]
+        """
+        self.shape_fn = fn
+        return fn
+
+    def jvp(self, fn: F) -> F:
+        """Register the forward-mode derivative (Jacobian-vector product) on ndarrays.
+
+        ``fn`` receives the tangents of the positional inputs (zeros where an input has none),
+        then the inputs, then the keyword config, and returns the output tangent (a tuple for
+        several outputs). With a signature it sees core dims only, like the forward. It enables
+        ``torch.func.jvp``, ``jacfwd`` and ``torch.autograd.forward_ad``.
+
+        Args:
+            fn: the jvp.
+
+        >>> import numpy as np, torch, npgrad
+        >>> @npgrad.op("doc::expm1", signature="()->()")
+        ... def expm1(x):
+        ...     return np.expm1(x)
+        >>> @expm1.jvp
+        ... def _(tangent, x):
+        ...     return tangent * np.exp(x)
+        >>> _, t = torch.func.jvp(expm1, (torch.zeros(2),), (torch.ones(2),))
+        >>> t
+        tensor([1., 1.])
+        """
+        self.jvp_fn = fn
+        return fn
+
+    def output_shapes(
+        self, shapes: Sequence[tuple[int, ...] | None], config: dict[str, Any]
+    ) -> list[tuple[int, ...]] | None:
+        """Return the output shapes for these input shapes, or None if no rule gives them."""
+        if self.shape_fn is not None:
+            result = self.shape_fn(*shapes, **config)
+            if result and all(isinstance(dim, int) for dim in result):
+                return [tuple(result)]
+            return [tuple(shape) for shape in result]
+        if self.signature is not None:
+            batch, sizes = self.signature.bind(self.name, shapes)
+            return self.signature.output_shapes(batch, sizes)
+        return None
+
+    def companion(self, kind: str) -> Op:
+        """Return the op that runs this op's NumPy backward ("backward") or jvp ("jvp").
+
+        torch.func runs gradients and tangents under vmap and other transforms, which NumPy code
+        cannot see through; as ops of their own, with their own vmap rule, they compose.
+        """
+        existing = self._companions.get(kind)
+        if existing is not None:
+            return existing
+        from npgrad import _companions
+
+        made = _companions.make(self, kind)
+        self._companions[kind] = made
+        return made
 
     def example(
         self, fn: Callable[[], tuple[tuple[Any, ...], dict[str, Any]]]
@@ -254,7 +364,9 @@ class Op:
         return _registry.get, (self.name,)
 
 
-def op(name: str) -> Callable[[Callable[..., Any]], Op]:
+def op(
+    name: str, *, signature: str | None = None, vectorized: bool = False
+) -> Callable[[Callable[..., Any]], Op]:
     """Make a NumPy function a differentiable torch op registered under ``name``.
 
     Positional parameters receive the tensor inputs as ndarrays (read-only views of CPU tensors);
@@ -263,6 +375,11 @@ def op(name: str) -> Callable[[Callable[..., Any]], Op]:
 
     Args:
         name: ``"namespace::name"``, unique in the process.
+        signature: core dims in NumPy's gufunc syntax, e.g. ``"(m,n),(n)->(m)"``. Leading dims
+            beyond them are batch dims, broadcast across inputs; npgrad loops the function over
+            them (on its threads), so it only ever sees core dims. The signature also gives
+            output shapes (for ``torch.compile``) and makes ``vmap`` a single batched call.
+        vectorized: the function handles leading batch dims itself; npgrad does not loop.
 
     >>> import numpy as np, torch, npgrad
     >>> @npgrad.op("doc::cube")
@@ -278,7 +395,7 @@ def op(name: str) -> Callable[[Callable[..., Any]], Op]:
     """
 
     def decorate(forward: Callable[..., Any]) -> Op:
-        return Op(name, forward)
+        return Op(name, forward, signature=signature, vectorized=vectorized)
 
     return decorate
 

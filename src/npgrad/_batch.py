@@ -1,0 +1,151 @@
+"""Core-dimension signatures (NumPy's gufunc syntax) and the loop over batch dims.
+
+``"(m,n),(n)->(m)"`` names each input's and output's core dims; whatever leads them is batch,
+broadcast across inputs as in NumPy. A function written for core dims alone is looped over the
+broadcast batch (on npgrad's threads), and the output shapes follow from the signature whenever
+every output dim is named by an input.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from npgrad._threads import parallel_map
+from npgrad.errors import DefinitionError, InputError
+
+_DIMS = r"\((?:\s*\w+\s*(?:,\s*\w+\s*)*)?\)"
+_LIST = rf"{_DIMS}(?:\s*,\s*{_DIMS})*"
+_SIGNATURE = re.compile(rf"^\s*({_LIST})\s*->\s*({_LIST})\s*$")
+
+Shape = tuple[int, ...]
+
+
+@dataclass(frozen=True)
+class Signature:
+    """A parsed core-dimension signature."""
+
+    text: str
+    inputs: tuple[tuple[str, ...], ...]
+    outputs: tuple[tuple[str, ...], ...]
+
+    def bind(self, op: str, shapes: Sequence[Shape | None]) -> tuple[Shape, dict[str, int]]:
+        """Return the broadcast batch shape and the size of each named dim, checking both.
+
+        ``shapes`` has one entry per input; None for an input that is no array (a number).
+        """
+        sizes: dict[str, int] = {}
+        batches = []
+        for position, (core, shape) in enumerate(zip(self.inputs, shapes, strict=True)):
+            if shape is None:
+                continue
+            if len(shape) < len(core):
+                raise InputError(
+                    f'npgrad op "{op}": input {position} has shape {shape}, but the signature '
+                    f'"{self.text}" gives it {len(core)} core dims {core}; expected at least '
+                    f"{len(core)} dims; add the missing dims"
+                )
+            lead = len(shape) - len(core)
+            for name, size in zip(core, shape[lead:], strict=True):
+                if (name.isdigit() and int(name) != size) or sizes.setdefault(name, size) != size:
+                    expected = int(name) if name.isdigit() else sizes[name]
+                    raise InputError(
+                        f'npgrad op "{op}": core dim "{name}" of input {position} has size {size}, '
+                        f'but the signature "{self.text}" makes it {expected}; expected inputs '
+                        f"whose named dims agree"
+                    )
+            batches.append(shape[:lead])
+        try:
+            return tuple(np.broadcast_shapes(*batches)), sizes
+        except ValueError:
+            raise InputError(
+                f'npgrad op "{op}": the batch dims {batches} of the inputs do not broadcast; '
+                f"expected batch dims that broadcast as in NumPy"
+            ) from None
+
+    def output_shapes(self, batch: Shape, sizes: dict[str, int]) -> list[Shape] | None:
+        """Return each output's shape, or None when an output dim is named by no input."""
+        shapes = []
+        for core in self.outputs:
+            dims = []
+            for name in core:
+                if name.isdigit():
+                    dims.append(int(name))
+                elif name in sizes:
+                    dims.append(sizes[name])
+                else:
+                    return None
+            shapes.append(batch + tuple(dims))
+        return shapes
+
+
+def parse(text: str, op: str) -> Signature:
+    """Parse ``"(n),(n)->(n)"``; raise DefinitionError naming the op if it is malformed."""
+    match = _SIGNATURE.match(text) if isinstance(text, str) else None
+    if match is None:
+        raise DefinitionError(
+            f'npgrad op "{op}": signature {text!r} is not of the form "(n),(n)->(n)"; use NumPy\'s '
+            f'gufunc syntax: comma-separated core dims per input, "->", the same per output'
+        )
+
+    def groups(part: str) -> tuple[tuple[str, ...], ...]:
+        return tuple(
+            tuple(name.strip() for name in group.split(",") if name.strip())
+            for group in re.findall(r"\(([^)]*)\)", part)
+        )
+
+    return Signature(text.strip(), groups(match.group(1)), groups(match.group(2)))
+
+
+def loop(
+    fn: Callable[..., Any],
+    signature: Signature,
+    op: str,
+    arrays: Sequence[Any],
+    config: dict[str, Any],
+    cores: Sequence[tuple[str, ...]] | None = None,
+) -> Any:
+    """Call ``fn`` once per batch element of ``arrays`` and stack its results.
+
+    ``cores`` gives the core dims of each argument (default: the signature's inputs); arguments
+    that are not arrays pass through unchanged. Returns what ``fn`` returns (an array or a tuple
+    of arrays, None allowed for a whole output), with the batch dims in front.
+    """
+    cores = signature.inputs if cores is None else cores
+    shapes = [np.shape(a) if isinstance(a, np.ndarray) else None for a in arrays]
+    per_signature = Signature(signature.text, tuple(cores), signature.outputs)
+    batch, _ = per_signature.bind(op, shapes)
+    if not batch:
+        return fn(*arrays, **config)
+    views = [
+        np.broadcast_to(a, batch + a.shape[a.ndim - len(core) :])
+        if isinstance(a, np.ndarray)
+        else a
+        for a, core in zip(arrays, cores, strict=True)
+    ]
+    indices = list(np.ndindex(*batch))
+
+    def one(index: tuple[int, ...]) -> Any:
+        return fn(*[v[index] if isinstance(v, np.ndarray) else v for v in views], **config)
+
+    results = parallel_map(one, indices)
+    if isinstance(results[0], (tuple, list)):
+        return tuple(_stack([r[k] for r in results], batch) for k in range(len(results[0])))
+    return _stack(results, batch)
+
+
+def _stack(parts: list[Any], batch: Shape) -> Any:
+    if any(p is None for p in parts):
+        return None
+    stacked = np.stack([np.asarray(p) for p in parts])
+    return stacked.reshape(batch + stacked.shape[1:])
+
+
+def batch_size(batch: Shape) -> int:
+    """Return the number of elements of a batch shape."""
+    return math.prod(batch)
