@@ -115,6 +115,14 @@ def _(
     return grad_x, grad_w
 
 
+@correlate_channels.shape
+def _(
+    x: tuple[int, ...], w: tuple[int, ...], *, padding: Padding = (0, 0, 0, 0), method: str = "auto"
+) -> tuple[int, ...]:
+    top, bottom, left, right = padding
+    return (x[0], w[0], x[2] + top + bottom - w[2] + 1, x[3] + left + right - w[3] + 1)
+
+
 @correlate_channels.example
 def _() -> tuple[tuple[Any, ...], dict[str, Any]]:
     return (torch.randn(2, 3, 6, 7), torch.randn(2, 3, 3, 2)), {"padding": (1, 0, 2, 1)}
@@ -187,6 +195,24 @@ def _single_kernel_backward(convolve: bool) -> Any:
 
 correlate2d.tensor_backward(_single_kernel_backward(convolve=False))
 convolve2d.tensor_backward(_single_kernel_backward(convolve=True))
+
+
+def _single_kernel_shape(
+    x: tuple[int, ...], w: tuple[int, ...], *, mode: str = "valid", method: str = "auto"
+) -> tuple[int, ...]:
+    return (*x[:-2], *_spatial(x[-2:], w, mode))
+
+
+correlate2d.shape(_single_kernel_shape)
+convolve2d.shape(_single_kernel_shape)
+
+
+def _spatial(image: Sequence[int], kernel: Sequence[int], mode: str) -> tuple[int, int]:
+    """Return the output's (H', W') for an image, a kernel and a mode."""
+    grow = {"valid": -1, "same": 0, "full": 1}[mode]
+    if grow == 0:
+        return image[0], image[1]
+    return image[0] + grow * (kernel[0] - 1), image[1] + grow * (kernel[1] - 1)
 
 
 def _single_example(mode: str, shape: tuple[int, int]) -> Any:
@@ -315,6 +341,18 @@ def _(
     return grad_input, grad_weight, grad_bias
 
 
+@conv2d.shape
+def _(
+    input: tuple[int, ...],
+    weight: tuple[int, ...],
+    bias: tuple[int, ...] | None = None,
+    *,
+    mode: str = "valid",
+    method: str = "auto",
+) -> tuple[int, ...]:
+    return (input[0], weight[0], *_spatial(input[-2:], weight[-2:], mode))
+
+
 def _conv_example(mode: str, method: str, kernel: tuple[int, int]) -> Any:
     def example() -> tuple[tuple[Any, ...], dict[str, Any]]:
         args = (torch.randn(2, 2, 6, 7), torch.randn(3, 2, *kernel), torch.randn(3))
@@ -413,6 +451,11 @@ def _(grad: Array, input: Array, filter: Array, bias: Array) -> tuple[Array, Arr
         _scipy_correlate2d(input, grad, mode="valid"),
         grad,
     )
+
+
+@scipy_conv2d.shape
+def _(input: tuple[int, ...], filter: tuple[int, ...], bias: tuple[int, ...]) -> tuple[int, ...]:
+    return _spatial(input, filter, "valid")
 
 
 @scipy_conv2d.example

@@ -27,15 +27,11 @@ def make(op: Op, kind: str) -> Op:
     """Return a new, unregistered companion op of ``op``: "backward" or "jvp"."""
     from npgrad._op import Op
 
-    if kind == "backward":
-        forward = _backward_forward(op)
-        signature = _signature(op, backward=True)
-    else:
-        forward = _jvp_forward(op)
-        signature = _signature(op, backward=False)
+    forward = _backward_forward(op) if kind == "backward" else _jvp_forward(op)
+    text = _signature_text(op, backward=kind == "backward")
     forward.__name__ = f"{op.opname}_{kind}"
     forward.__qualname__ = forward.__name__
-    return Op(f"{op.namespace}::{op.opname}_{kind}", forward, signature=signature,
+    return Op(f"{op.namespace}::{op.opname}_{kind}", forward, signature=text,
               vectorized=True, parent=op)  # fmt: skip
 
 
@@ -49,11 +45,22 @@ def _backward_forward(op: Op) -> Any:
         saved = args[n_outputs + len(needs) :]
         outputs = (saved[0] if single else tuple(saved)) if saved else None
         raw = _function.user_gradients(op, grads, inputs, config, needs, outputs)
-        # Every input gets an array (zeros where no gradient), so that shapes are static.
-        return tuple(
-            np.zeros(np.shape(value)) if gradient is None else gradient
-            for gradient, value in zip(raw, inputs, strict=True)
-        )
+        # Every input gets an array (zeros where no gradient) of a shape known in advance: with
+        # a signature, the broadcast batch and the input's core dims; without, the input's.
+        result = []
+        shapes = [np.shape(value) if isinstance(value, np.ndarray) else None for value in inputs]
+        batch = () if op.signature is None else op.signature.bind(op.name, shapes)[0]
+        for i, (gradient, value) in enumerate(zip(raw, inputs, strict=True)):
+            if gradient is None:
+                core = np.shape(value)
+                if op.signature is not None:
+                    core = core[len(core) - len(op.signature.inputs[i]) :]
+                result.append(np.zeros(batch + core))
+            elif op.signature is None:
+                result.append(_function.gradient_array(op, i, gradient, np.shape(value)))
+            else:
+                result.append(np.asarray(gradient))
+        return tuple(result)
 
     return forward
 
@@ -66,7 +73,15 @@ def _jvp_forward(op: Op) -> Any:
     return forward
 
 
-def _signature(op: Op, *, backward: bool) -> str | None:
+def signature(op: Op, kind: str) -> Any:
+    """Return the companion's signature: the parent's core dims, rearranged (None without)."""
+    from npgrad._batch import parse
+
+    text = _signature_text(op, backward=kind == "backward")
+    return None if text is None else parse(text, op.name)
+
+
+def _signature_text(op: Op, *, backward: bool) -> str | None:
     if op.signature is None:
         return None
 

@@ -38,6 +38,9 @@ if TYPE_CHECKING:
     from npgrad._op import Op
 
 _transforms_active = torch._C._are_functorch_transforms_active
+_Tensor = torch.Tensor
+_Parameter = torch.nn.Parameter
+_PLAIN_TENSORS = (_Tensor, _Parameter)
 # Positional inputs passed through as they are: numbers, and None for an absent optional input.
 _CONSTANTS = (bool, int, float, np.bool_, np.integer, np.floating, type(None))
 
@@ -80,12 +83,12 @@ class Call:
         self.single = True
         # What the user's forward received, kept for the backward: converting the saved tensors
         # again would cost as much as the conversion itself. Dies with the autograd context.
-        self.arrays: list[Any] = []
+        self.arrays: Sequence[Any] = ()
 
 
 def call(op: Op, inputs: tuple[Any, ...], config: dict[str, Any]) -> Any:
     """Run ``op`` on ``inputs``: through its Function when a graph is needed, else directly."""
-    if len(inputs) != len(op.input_names) and op.varargs_name is None:
+    if len(inputs) != op.arity and op.varargs_name is None:
         missing = len(op.input_names) - len(inputs)
         if 0 < missing <= len(op.input_defaults):
             return call(op, inputs + op.input_defaults[-missing:], config)
@@ -98,7 +101,8 @@ def call(op: Op, inputs: tuple[Any, ...], config: dict[str, Any]) -> Any:
     needs_graph = False
     dtype = device = None
     for value in inputs:
-        if not isinstance(value, torch.Tensor):
+        kind = type(value)
+        if kind is not _Tensor and kind is not _Parameter:
             return _call_general(op, inputs, config)
         if dtype is None:
             dtype = value.dtype
@@ -119,6 +123,13 @@ def call(op: Op, inputs: tuple[Any, ...], config: dict[str, Any]) -> Any:
 
 
 def _call_general(op: Op, inputs: tuple[Any, ...], config: dict[str, Any]) -> Any:
+    if any(
+        isinstance(value, torch.Tensor) and type(value) not in _PLAIN_TENSORS for value in inputs
+    ):
+        # Fake or functional tensors: a trace (AOTAutograd, export, opcheck) is under way.
+        from npgrad import _library
+
+        return _library.call(op, inputs, config)
     args = list(inputs)
     constants = list(inputs)
     slots = []
@@ -220,6 +231,12 @@ def build(op: Op) -> type[torch.autograd.Function]:
     def setup_context(ctx: Any, inputs: tuple[Any, ...], output: Any) -> None:
         state: Call = inputs[0]
         ctx.state = state
+        if type(output) is _Tensor and state.slots is None and op.is_plain:
+            # The common case: one output, every input a tensor, nothing else to keep.
+            ctx.save_for_backward(*inputs[1:])
+            if not output.is_floating_point():
+                ctx.mark_non_differentiable(output)
+            return
         # Under torch.func the forward may have run on another state (the vmap rule's call).
         state.single = not isinstance(output, tuple)
         if op.jvp_fn is not None:
@@ -227,13 +244,8 @@ def build(op: Op) -> type[torch.autograd.Function]:
         if op.tensor_backward_fn is not None:
             # The tensor backward works on the saved tensors: drop the arrays (copies for half
             # floats and device tensors).
-            state.arrays = []
+            state.arrays = ()
         if state.single:
-            if state.slots is None and not op.saves_outputs:
-                ctx.save_for_backward(*inputs[1:])
-                if not output.is_floating_point():
-                    ctx.mark_non_differentiable(output)
-                return
             outputs = (output,)
         else:
             outputs = output
@@ -314,7 +326,7 @@ def run_backward(
 def user_gradients(
     op: Op,
     grads: Sequence[Any],
-    inputs: list[Any],
+    inputs: Sequence[Any],
     config: dict[str, Any],
     needs: Sequence[bool],
     outputs: Any,
@@ -331,7 +343,7 @@ def user_gradients(
             if "outputs" in op.backward_extras:
                 kwargs["outputs"] = outputs
         try:
-            if fn is op.tensor_backward_fn:
+            if op.signature is None or op.vectorized or fn is op.tensor_backward_fn:
                 raw = fn(*grads, *inputs, **kwargs)
             else:
                 raw = call_numpy(op, fn, grads, inputs, kwargs)
@@ -568,26 +580,39 @@ def _gradient(
         # The common case, inlined: a fresh CPU array of the input's shape.
         gradient = torch.from_numpy(value)
         return gradient if gradient.dtype == tensor.dtype else gradient.to(tensor.dtype)
-    if type(value) is not np.ndarray or value.dtype.kind not in "biuf":
-        value = as_array(value)
-        problem = array_problem(value)
-        if problem is not None:
-            raise GradientError(
-                f'npgrad op "{op.name}": backward returned {problem} as the gradient for input '
-                f'"{op.input_name(position)}" (position {position}), expected a real ndarray '
-                f"shaped like the input; return an ndarray (or None for no gradient)"
-            )
-    shape = tensor.shape
+    reduced = gradient_array(op, position, value, tuple(tensor.shape))
+    # Off the CPU, a 0-dim CPU input beside device tensors keeps its gradient on the CPU.
+    return to_tensor(reduced, tensor.dtype, None if device is None else tensor.device)
+
+
+def gradient_array(
+    op: Op, position: int, value: Any, shape: tuple[int, ...]
+) -> np.ndarray[Any, Any]:
+    """Check a NumPy gradient and sum it down to its input's ``shape``, or raise GradientError."""
+    value = as_array(value)
+    problem = array_problem(value)
+    if problem is not None:
+        raise GradientError(
+            f'npgrad op "{op.name}": backward returned {problem} as the gradient for input '
+            f'"{op.input_name(position)}" (position {position}), expected a real ndarray '
+            f"shaped like the input; return an ndarray (or None for no gradient)"
+        )
+    assert isinstance(value, np.ndarray)
     reduced = reduce_to_shape(value, shape)
     if reduced is None:
         raise GradientError(
             f'npgrad op "{op.name}": backward returned a gradient of shape {value.shape} for '
-            f'input "{op.input_name(position)}" (position {position}) of shape {tuple(shape)}; '
+            f'input "{op.input_name(position)}" (position {position}) of shape {shape}; '
             f"return one gradient per input, shaped like it (or like a broadcast of it, which is "
             f"summed down), or None"
         )
-    # Off the CPU, a 0-dim CPU input beside device tensors keeps its gradient on the CPU.
-    return to_tensor(reduced, tensor.dtype, None if device is None else tensor.device)
+    return reduced
+
+
+def forward_only(op: Op, inputs: tuple[Any, ...], config: dict[str, Any]) -> Any:
+    """Run the op's forward on real tensors without recording a graph (a custom-op kernel)."""
+    with torch.no_grad():
+        return call(op, inputs, config)
 
 
 class _RefuseDoubleBackward(torch.autograd.Function):

@@ -10,10 +10,12 @@ from typing import Any, TypeVar
 
 import torch
 
-from npgrad import _batch, _function, _registry
+from npgrad import _batch, _function, _library, _registry
 from npgrad.errors import DefinitionError
 
 F = TypeVar("F", bound=Callable[..., Any])
+# Bound once: Dynamo recognises the function itself and folds the call to True while tracing.
+_is_compiling = torch.compiler.is_compiling
 
 _NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*::[A-Za-z_][A-Za-z0-9_]*$")
 # Keyword-only parameters of a backward that npgrad fills itself instead of passing config.
@@ -54,6 +56,7 @@ class Op:
         self.__name__ = self.opname  # replaced by the function's own name where it has one
         functools.update_wrapper(self, forward)
         self.input_names, self.varargs_name, self.config_names = _parameters(name, forward)
+        self.arity = len(self.input_names)
         # Defaults of trailing positional inputs (an optional bias=None), filled in when omitted.
         self.input_defaults = tuple(
             p.default
@@ -93,12 +96,16 @@ class Op:
         self.vjps: dict[int, Callable[..., Any]] = {}
         self.vjp_extras: dict[int, frozenset[str]] = {}
         self.saves_outputs = False
+        self.is_plain = True
         self.function: type[torch.autograd.Function] = _function.build(self)
         self.apply_directly = _function.direct_apply(self.function)
         if parent is None:
             _registry.register(self)
+        self.library_problem = _register_library(self)
 
     def __call__(self, *inputs: Any, **config: Any) -> Any:
+        if _is_compiling():
+            return _library.call(self, inputs, config)
         return _function.call(self, inputs, config)
 
     def backward(self, fn: F) -> F:
@@ -126,6 +133,8 @@ class Op:
         self.backward_extras = _extras(self, fn, "backward")
         self.backward_fn = fn
         self.saves_outputs = "outputs" in self.backward_extras
+        self.companion("backward")
+        self._changed()
         return fn
 
     def tensor_backward(self, fn: F) -> F:
@@ -157,6 +166,7 @@ class Op:
         self.backward_extras = _extras(self, fn, "tensor_backward")
         self.tensor_backward_fn = fn
         self.saves_outputs = "outputs" in self.backward_extras
+        self._changed()
         return fn
 
     def shape(self, fn: F) -> F:
@@ -206,6 +216,8 @@ class Op:
         tensor([1., 1.])
         """
         self.jvp_fn = fn
+        self.companion("jvp")
+        self._changed()
         return fn
 
     def output_shapes(
@@ -214,7 +226,9 @@ class Op:
         """Return the output shapes for these input shapes, or None if no rule gives them."""
         if self.shape_fn is not None:
             result = self.shape_fn(*shapes, **config)
-            if result and all(isinstance(dim, int) for dim in result):
+            # One shape is a sequence of sizes (ints, or SymInts while tracing); several shapes
+            # are a sequence of sequences.
+            if not any(isinstance(dim, (tuple, list, torch.Size)) for dim in result):
                 return [tuple(result)]
             return [tuple(shape) for shape in result]
         if self.signature is not None:
@@ -222,17 +236,25 @@ class Op:
             return self.signature.output_shapes(batch, sizes)
         return None
 
+    def _changed(self) -> None:
+        # Read on every call's hot path: kept as a plain attribute, not a property.
+        self.is_plain = self.plain
+
     def companion(self, kind: str) -> Op:
         """Return the op that runs this op's NumPy backward ("backward") or jvp ("jvp").
 
         torch.func runs gradients and tangents under vmap and other transforms, which NumPy code
         cannot see through; as ops of their own, with their own vmap rule, they compose.
         """
-        existing = self._companions.get(kind)
-        if existing is not None:
-            return existing
         from npgrad import _companions
 
+        existing = self._companions.get(kind)
+        if existing is not None:
+            # What it saves may have changed since (a vjp taking the outputs).
+            existing.signature = _companions.signature(self, kind)
+            return existing
+        # Made when the backward or jvp is registered, never during a trace: torch.library
+        # cannot define ops while torch.compile traces.
         made = _companions.make(self, kind)
         self._companions[kind] = made
         return made
@@ -306,9 +328,16 @@ class Op:
             self.vjps[position] = fn
             self.vjp_extras[position] = extras
             self.saves_outputs = self.saves_outputs or "outputs" in extras
+            self.companion("backward")
+            self._changed()
             return fn
 
         return register
+
+    @property
+    def plain(self) -> bool:
+        """Whether a call keeps only its inputs: no saved outputs, jvp or tensor backward."""
+        return not (self.saves_outputs or self.jvp_fn or self.tensor_backward_fn)
 
     @property
     def has_backward(self) -> bool:
@@ -439,3 +468,11 @@ def _where(fn: Callable[..., Any]) -> str:
     if code is None:
         return repr(fn)
     return f"{code.co_filename}:{code.co_firstlineno}"
+
+
+def _register_library(op: Op) -> str | None:
+    """Register ``op`` with torch.library; return why it is not traceable, or None."""
+    try:
+        return _library.register(op)
+    except Exception as error:  # a name or type torch.library refuses: eager still works
+        return f"torch.library refused it ({type(error).__name__}: {error})"
