@@ -35,6 +35,7 @@ lint: $(STAMP)
 bench: $(STAMP)
 	$(BIN)/python benchmarks/overhead.py
 	$(BIN)/python benchmarks/conv.py
+	$(BIN)/python benchmarks/func.py
 	$(BIN)/python benchmarks/import_time.py
 
 clean:

@@ -42,3 +42,26 @@ def test_import_time_benchmark_runs() -> None:
         check=True,
     )
     assert "import npgrad (after torch, numpy)" in done.stdout
+
+
+def test_func_benchmark_runs() -> None:
+    done = subprocess.run(
+        [sys.executable, str(BENCHMARKS / "func.py"), "--quick"],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=True,
+    )
+    assert "1. vmap over 64" in done.stdout
+    assert "2. compiled call" in done.stdout
+
+
+def test_device_check_runs_anywhere() -> None:
+    done = subprocess.run(
+        [sys.executable, str(BENCHMARKS / "device_check.py")],
+        capture_output=True,
+        text=True,
+        timeout=600,
+        check=False,
+    )
+    assert done.returncode == 0, done.stdout + done.stderr

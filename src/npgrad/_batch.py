@@ -24,6 +24,8 @@ _LIST = rf"{_DIMS}(?:\s*,\s*{_DIMS})*"
 _SIGNATURE = re.compile(rf"^\s*({_LIST})\s*->\s*({_LIST})\s*$")
 
 Shape = tuple[int, ...]
+# Elements of one call's inputs from which the batch loop runs on npgrad's threads.
+_THREADED_CALL = 1 << 14
 
 
 @dataclass(frozen=True)
@@ -122,18 +124,31 @@ def loop(
     batch, _ = per_signature.bind(op, shapes)
     if not batch:
         return fn(*arrays, **config)
-    views = [
-        np.broadcast_to(a, batch + a.shape[a.ndim - len(core) :])
-        if isinstance(a, np.ndarray)
-        else a
-        for a, core in zip(arrays, cores, strict=True)
-    ]
-    indices = list(np.ndindex(*batch))
+    count = math.prod(batch)
+    # Every array as (count, *core): a view where it already has the whole batch, a copy where
+    # it is broadcast; then integer indexing, the cheapest NumPy offers.
+    flat: list[Any] = []
+    per_call = 0
+    for a, core in zip(arrays, cores, strict=True):
+        if not isinstance(a, np.ndarray):
+            flat.append(None)
+            continue
+        core_shape = a.shape[a.ndim - len(core) :]
+        per_call += math.prod(core_shape)
+        if a.shape[: a.ndim - len(core)] != batch:
+            a = np.broadcast_to(a, batch + core_shape)
+        flat.append(a.reshape(count, *core_shape))
+    pairs = list(zip(flat, arrays, strict=True))
 
-    def one(index: tuple[int, ...]) -> Any:
-        return fn(*[v[index] if isinstance(v, np.ndarray) else v for v in views], **config)
+    def one(i: int) -> Any:
+        return fn(*[c if f is None else f[i] for f, c in pairs], **config)
 
-    results = parallel_map(one, indices)
+    # Threads pay off when each call has real work (and releases the GIL); for small core
+    # shapes the hand-off costs more than the call, so those run in a plain loop.
+    if per_call >= _THREADED_CALL:
+        results = parallel_map(one, range(count))
+    else:
+        results = [one(i) for i in range(count)]
     if isinstance(results[0], (tuple, list)):
         return tuple(_stack([r[k] for r in results], batch) for k in range(len(results[0])))
     return _stack(results, batch)

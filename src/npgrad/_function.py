@@ -245,10 +245,7 @@ def build(op: Op) -> type[torch.autograd.Function]:
             # The tensor backward works on the saved tensors: drop the arrays (copies for half
             # floats and device tensors).
             state.arrays = ()
-        if state.single:
-            outputs = (output,)
-        else:
-            outputs = output
+        outputs = (output,) if state.single else output
         saved = list(inputs[1:]) if state.slots is None else [inputs[1 + i] for i in state.slots]
         if op.saves_outputs:
             saved.extend(outputs)

@@ -1,0 +1,166 @@
+"""Costs of composing with PyTorch: vmap over a signature op, and a compiled call.
+
+1. vmap over a batch of 64 on an op with a signature, against a hand-written Python loop calling
+   the same NumPy function on the same data (goal: at most 1.2x the loop's time).
+2. A compiled function calling an npgrad op, against the same op written with
+   ``torch.library.custom_op`` (per call, forward and backward; the ratio is reported).
+
+Run: python benchmarks/func.py [--quick]
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import time
+from collections.abc import Callable
+
+import numpy as np
+import torch
+
+import npgrad
+
+
+def solve(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """The NumPy function under test: a small dense solve."""
+    return np.linalg.solve(a, b)
+
+
+@npgrad.op("bench::solve", signature="(n,n),(n)->(n)")
+def solve_op(a, b):  # type: ignore[no-untyped-def]
+    return solve(a, b)
+
+
+@solve_op.backward
+def _(g, a, b):  # type: ignore[no-untyped-def]
+    gb = np.linalg.solve(a.T, g)
+    return -np.outer(gb, solve(a, b)), gb
+
+
+@torch.library.custom_op("bench::solve_custom", mutates_args=())
+def solve_custom(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    return torch.from_numpy(solve(a.numpy(force=True), b.numpy(force=True)))
+
+
+@solve_custom.register_fake
+def _(a, b):  # type: ignore[no-untyped-def]
+    return torch.empty_like(b)
+
+
+def _setup(ctx, inputs, output):  # type: ignore[no-untyped-def]
+    ctx.save_for_backward(inputs[0], output)
+
+
+def _backward(ctx, g):  # type: ignore[no-untyped-def]
+    # A NumPy backward cannot be traced by torch.compile: the baseline's is written in torch.
+    a, x = ctx.saved_tensors
+    gb = torch.linalg.solve(a.T, g)
+    return -torch.outer(gb, x), gb
+
+
+solve_custom.register_autograd(_backward, setup_context=_setup)
+
+
+def median_time(fn: Callable[[], object], repeats: int, number: int) -> float:
+    fn()
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        for _ in range(number):
+            fn()
+        times.append((time.perf_counter() - start) / number)
+    return statistics.median(times)
+
+
+class _Trivial(torch.autograd.Function):
+    """An autograd.Function whose vmap rule does nothing: torch's own fixed cost of vmap."""
+
+    @staticmethod
+    def forward(x):  # type: ignore[no-untyped-def]
+        return x.clone()
+
+    @staticmethod
+    def setup_context(ctx, inputs, output):  # type: ignore[no-untyped-def]
+        pass
+
+    @staticmethod
+    def vmap(info, in_dims, x):  # type: ignore[no-untyped-def]
+        return x.clone(), 0
+
+
+def vmap_case(repeats: int, n: int) -> float:
+    rng = np.random.default_rng(0)
+    a = rng.standard_normal((64, n, n)) + n * np.eye(n)
+    b = rng.standard_normal((64, n))
+    ta, tb = torch.from_numpy(a), torch.from_numpy(b)
+
+    def loop() -> np.ndarray:
+        return np.stack([solve(a[i], b[i]) for i in range(64)])
+
+    fns: dict[str, Callable[[], object]] = {
+        "loop": loop,
+        "batched call": lambda: solve_op(ta, tb),
+        "vmap": lambda: torch.func.vmap(solve_op)(ta, tb),
+        "torch vmap floor": lambda: torch.func.vmap(_Trivial.apply)(tb),
+    }
+    np.testing.assert_allclose(torch.func.vmap(solve_op)(ta, tb).numpy(), loop())
+    times: dict[str, float] = {}
+    for _ in range(3):  # interleaved
+        for name, fn in fns.items():
+            t = median_time(fn, repeats, 20)
+            times[name] = min(times.get(name, t), t)
+    ratio = times["vmap"] / times["loop"]
+    print(
+        f"1. vmap over 64 {n}x{n} solves: loop {times['loop'] * 1e6:.0f} us, npgrad batched call "
+        f"{times['batched call'] * 1e6:.0f} us ({times['batched call'] / times['loop']:.2f}x), "
+        f"vmap {times['vmap'] * 1e6:.0f} us ({ratio:.2f}x; goal <= 1.2x: "
+        f"{'met' if ratio <= 1.2 else 'NOT met'}); torch's fixed cost of vmapping any "
+        f"autograd.Function: {times['torch vmap floor'] * 1e6:.0f} us"
+    )
+    return ratio
+
+
+def compiled_case(repeats: int) -> float:
+    a = torch.randn(8, 8, dtype=torch.float64) + 8 * torch.eye(8, dtype=torch.float64)
+    b = torch.randn(8, dtype=torch.float64, requires_grad=True)
+
+    def ours(v: torch.Tensor) -> torch.Tensor:
+        return solve_op(a, v).sin().sum()
+
+    def theirs(v: torch.Tensor) -> torch.Tensor:
+        return solve_custom(a, v).sin().sum()
+
+    compiled = {
+        "npgrad": torch.compile(ours, fullgraph=True),
+        "custom_op": torch.compile(theirs, fullgraph=True),
+    }
+    torch.testing.assert_close(compiled["npgrad"](b), compiled["custom_op"](b))
+
+    def step(fn: Callable[[torch.Tensor], torch.Tensor]) -> Callable[[], None]:
+        def run() -> None:
+            fn(b).backward()
+            b.grad = None
+
+        return run
+
+    times = {name: median_time(step(fn), repeats, 200) for name, fn in compiled.items()}
+    ratio = times["npgrad"] / times["custom_op"]
+    print(
+        f"2. compiled call, fwd+bwd: npgrad {times['npgrad'] * 1e6:.0f} us, torch custom_op "
+        f"{times['custom_op'] * 1e6:.0f} us -> {ratio:.2f}x"
+    )
+    return ratio
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true")
+    args = parser.parse_args()
+    repeats = 3 if args.quick else 15
+    for n in (8, 64):
+        vmap_case(repeats, n)
+    compiled_case(repeats)
+
+
+if __name__ == "__main__":
+    main()
