@@ -39,6 +39,19 @@ def to_numpy(tensor: torch.Tensor) -> Array:
     return array
 
 
+def to_numpy_all(tensors: Sequence[torch.Tensor]) -> list[Array]:
+    """Return `to_numpy` of each tensor; the loop inlined, as it runs on every call."""
+    arrays = []
+    for tensor in tensors:
+        if tensor.dtype in _COMPUTE_DTYPE:
+            array = to_numpy(tensor)
+        else:
+            array = tensor.numpy(force=True)
+            array.setflags(write=False)
+        arrays.append(array)
+    return arrays
+
+
 def floating_result_dtype(tensors: Sequence[torch.Tensor]) -> torch.dtype:
     """Return the floating dtype torch would give an op on ``tensors``.
 

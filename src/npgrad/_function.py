@@ -13,6 +13,9 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
+from torch._functorch.pyfunctorch import (
+    retrieve_current_functorch_interpreter as _functorch_interpreter,
+)
 from torch.autograd import forward_ad
 
 from npgrad import _batch
@@ -23,6 +26,7 @@ from npgrad._convert import (
     reduce_to_shape,
     reduction_axes,
     to_numpy,
+    to_numpy_all,
     to_tensor,
 )
 from npgrad.errors import (
@@ -38,6 +42,8 @@ if TYPE_CHECKING:
     from npgrad._op import Op
 
 _transforms_active = torch._C._are_functorch_transforms_active
+_functorch = torch._C._functorch
+_VMAP = _functorch.TransformType.Vmap
 _Tensor = torch.Tensor
 _Parameter = torch.nn.Parameter
 _PLAIN_TENSORS = (_Tensor, _Parameter)
@@ -116,7 +122,7 @@ def call(op: Op, inputs: tuple[Any, ...], config: dict[str, Any]) -> Any:
     state = Call(op, config, dtype, None if inputs[0].is_cpu else device, len(inputs))
     # _dispatch, inlined on this hot path.
     if _transforms_active() or forward_ad._current_level >= 0:
-        return op.function.apply(state, *inputs)  # type: ignore[no-untyped-call]
+        return _transformed(op, state, inputs)
     if needs_graph and torch.is_grad_enabled():
         return op.apply_directly(state, *inputs)
     return run_forward(state, inputs)
@@ -167,18 +173,49 @@ def _call_general(op: Op, inputs: tuple[Any, ...], config: dict[str, Any]) -> An
 
 def _dispatch(op: Op, state: Call, args: Sequence[Any], needs_graph: bool) -> Any:
     if _transforms_active() or forward_ad._current_level >= 0:
-        # torch.func transforms and dual tensors: the Function's vmap and jvp rules are needed.
-        return op.function.apply(state, *args)  # type: ignore[no-untyped-call]
+        return _transformed(op, state, args)
     if needs_graph and torch.is_grad_enabled():
         return op.apply_directly(state, *args)
     return run_forward(state, args)
+
+
+def _transformed(op: Op, state: Call, args: Sequence[Any]) -> Any:
+    """Call under torch.func transforms or dual tensors: the Function's rules are needed.
+
+    When vmap is the innermost transform, its rule is applied here directly, unwrapping and
+    rewrapping the batched tensors as torch's own handling of an autograd.Function would, but
+    without its generic machinery, which costs more than a small op.
+    """
+    if forward_ad._current_level < 0:
+        interpreter = _functorch_interpreter()
+        if interpreter.key() == _VMAP:
+            level = interpreter.level()
+            values, dims = [], []
+            for value in args:
+                if isinstance(value, torch.Tensor) and _functorch.maybe_get_level(value) == level:
+                    value, dim = _functorch._unwrap_batched(value, level)
+                else:
+                    dim = None
+                values.append(value)
+                dims.append(dim)
+            with interpreter.lower():
+                size = interpreter.batch_size()  # type: ignore[attr-defined]
+                out, out_dims = run_vmap(op, state, size, dims, values)
+            if isinstance(out, tuple):
+                return tuple(_rewrap(o, d, level) for o, d in zip(out, out_dims, strict=True))
+            return _rewrap(out, out_dims, level)
+    return op.function.apply(state, *args)  # type: ignore[no-untyped-call]
+
+
+def _rewrap(value: torch.Tensor, dim: int | None, level: int) -> torch.Tensor:
+    return value if dim is None else _functorch._add_batch_dim(value, dim, level)
 
 
 def run_forward(state: Call, args: Sequence[Any]) -> Any:
     """Convert the tensor inputs, run the user's forward, convert its result back."""
     op = state.op
     if state.slots is None:
-        arrays = [to_numpy(a) for a in args]
+        arrays = to_numpy_all(args)
     else:
         arrays = list(state.constants)  # type: ignore[arg-type]
         for i in state.slots:
@@ -305,7 +342,7 @@ def run_backward(
         held = len(inputs) if state.slots is None else len(state.slots)
         arrays = tuple(to_numpy(t) for t in saved[held:])
         outputs = arrays[0] if state.single else arrays
-    grad_arrays = [to_numpy(g) for g in grads]
+    grad_arrays = to_numpy_all(grads)
     raw = user_gradients(op, grad_arrays, inputs, state.config, needs, outputs)
     device = state.device
     result: list[torch.Tensor | None] = [None] * len(inputs)

@@ -16,6 +16,7 @@ from npgrad.errors import DefinitionError
 F = TypeVar("F", bound=Callable[..., Any])
 # Bound once: Dynamo recognises the function itself and folds the call to True while tracing.
 _is_compiling = torch.compiler.is_compiling
+_call = _function.call
 
 _NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*::[A-Za-z_][A-Za-z0-9_]*$")
 # Keyword-only parameters of a backward that npgrad fills itself instead of passing config.
@@ -106,7 +107,7 @@ class Op:
     def __call__(self, *inputs: Any, **config: Any) -> Any:
         if _is_compiling():
             return _library.call(self, inputs, config)
-        return _function.call(self, inputs, config)
+        return _call(self, inputs, config)
 
     def backward(self, fn: F) -> F:
         """Register ``fn`` as the op's backward and return it unchanged.
