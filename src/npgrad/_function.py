@@ -33,6 +33,7 @@ from npgrad.errors import (
     GradientError,
     InputError,
     MissingBackwardError,
+    NonFiniteError,
     NotTwiceDifferentiableError,
     NpgradError,
     OutputError,
@@ -42,6 +43,7 @@ if TYPE_CHECKING:
     from npgrad._op import Op
 
 _transforms_active = torch._C._are_functorch_transforms_active
+_anomaly_enabled = torch.is_anomaly_enabled
 _functorch = torch._C._functorch
 _VMAP = _functorch.TransformType.Vmap
 _Tensor = torch.Tensor
@@ -232,8 +234,28 @@ def run_forward(state: Call, args: Sequence[Any]) -> Any:
     if isinstance(result, tuple):
         state.single = False
         outputs = tuple(_output(op, k, value, state) for k, value in enumerate(result))
+        if _anomaly_enabled():
+            for k, output in enumerate(outputs):
+                _check_finite(op, output, f"output {k} of the forward")
         return outputs
-    return _output(op, 0, result, state)
+    output = _output(op, 0, result, state)
+    if _anomaly_enabled():
+        _check_finite(op, output, "output 0 of the forward")
+    return output
+
+
+def _check_finite(op: Op, tensor: torch.Tensor | None, what: str) -> None:
+    """Under torch's anomaly mode, refuse NaN and Inf where an op produced them."""
+    if tensor is None or not tensor.is_floating_point():
+        return
+    finite = torch.isfinite(tensor)
+    if not bool(finite.all()):
+        bad = int((~finite).sum())
+        raise NonFiniteError(
+            f'npgrad op "{op.name}": {what} has {bad} NaN or Inf value(s) of {tensor.numel()} '
+            f"(found by torch.autograd.set_detect_anomaly); expected finite values; check the "
+            f"op's domain and its inputs"
+        )
 
 
 def _output(op: Op, index: int, value: Any, state: Call) -> torch.Tensor:
@@ -350,6 +372,9 @@ def run_backward(
         gradient = raw[i]
         if needs[i] and gradient is not None:
             result[i] = _gradient(op, i, gradient, saved[k], device)
+    if _anomaly_enabled():
+        for i, gradient in enumerate(result):
+            _check_finite(op, gradient, f'the gradient for input "{op.input_name(i)}"')
     if torch.is_grad_enabled():
         # create_graph=True: a NumPy backward has no derivative of its own, so say so loudly if
         # anyone differentiates through these gradients instead of returning silent zeros.

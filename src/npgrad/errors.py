@@ -13,6 +13,7 @@ __all__ = [
     "GradientError",
     "InputError",
     "MissingBackwardError",
+    "NonFiniteError",
     "NotTwiceDifferentiableError",
     "NpgradError",
     "OutputError",
@@ -47,6 +48,10 @@ class GradientError(NpgradError, ValueError):
 
 class MissingBackwardError(NpgradError, RuntimeError):
     """A gradient was asked of an op that has no backward registered."""
+
+
+class NonFiniteError(NpgradError, FloatingPointError):
+    """Under torch's anomaly mode, an op's output or gradient holds NaN or Inf."""
 
 
 class NotTwiceDifferentiableError(NpgradError, RuntimeError):
