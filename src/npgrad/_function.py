@@ -231,6 +231,8 @@ def run_forward(state: Call, args: Sequence[Any]) -> Any:
     except Exception as error:
         _add_note(error, op, "forward")
         raise
+    if op.signature is not None:
+        _check_signature_shapes(op, arrays, result)
     if isinstance(result, tuple):
         state.single = False
         outputs = tuple(_output(op, k, value, state) for k, value in enumerate(result))
@@ -242,6 +244,24 @@ def run_forward(state: Call, args: Sequence[Any]) -> Any:
     if _anomaly_enabled():
         _check_finite(op, output, "output 0 of the forward")
     return output
+
+
+def _check_signature_shapes(op: Op, arrays: Sequence[Any], result: Any) -> None:
+    assert op.signature is not None
+    shapes = [np.shape(a) if isinstance(a, np.ndarray) else None for a in arrays]
+    batch, sizes = op.signature.bind(op.name, shapes)
+    expected = op.signature.output_shapes(batch, sizes)
+    if expected is None:
+        return
+    outputs = result if isinstance(result, tuple) else (result,)
+    for k, (value, shape) in enumerate(zip(outputs, expected, strict=False)):
+        got = np.shape(value)
+        if got != shape:
+            raise OutputError(
+                f'npgrad op "{op.name}": forward returned shape {got} at output {k}, but the '
+                f'signature "{op.signature.text}" makes it {shape}; return core dims as the '
+                f"signature names them, or fix the signature"
+            )
 
 
 def _check_finite(op: Op, tensor: torch.Tensor | None, what: str) -> None:
