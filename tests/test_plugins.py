@@ -34,6 +34,7 @@ def site(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     yield tmp_path
     for name in [n for n in list(plugins._loaded) if n.startswith("fake")]:
         del plugins._loaded[name]
+    plugins._failed.clear()
 
 
 def test_plugins_load_once_and_a_broken_one_stops_nothing(site: Path) -> None:
@@ -96,3 +97,30 @@ def test_importing_npgrad_loads_no_plugin_and_no_scipy() -> None:
     )
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert done.stdout.strip() == "[]"
+
+
+def test_a_plugin_taking_a_registered_name_is_reported_and_stops_nothing(
+    site: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from npgrad.cli import main
+
+    make_distribution(
+        site,
+        "fake_clash",
+        {"fakeclash": "fake_clash_ops"},
+        {
+            "fake_clash_ops": """
+                import npgrad
+
+                @npgrad.op("scipy::conv2d")
+                def conv2d(x):
+                    return x
+            """
+        },
+    )
+    assert main(["check", "scipy::scipy_conv2d"]) == 1
+    captured = capsys.readouterr()
+    assert "plugin 'fakeclash' failed to load (fake_clash_ops: DefinitionError" in captured.err
+    assert 'npgrad op "scipy::conv2d": the name is already registered' in captured.err
+    assert "1 passed, 0 failed" in captured.out
+    assert "1 plugin(s) failed to load: fakeclash" in captured.out

@@ -640,6 +640,9 @@ def _tensor_gradient(op: Op, position: int, value: Any, tensor: torch.Tensor) ->
         value = (value.sum(dim=axes) if axes else value).reshape(tensor.shape)
     if value.dtype != tensor.dtype or value.device != tensor.device:
         value = value.to(device=tensor.device, dtype=tensor.dtype)
+    if value.stride() != tensor.stride():
+        # Gradients laid out like their inputs (strides and all): what DDP's buckets expect.
+        value = torch.empty_like(tensor).copy_(value)
     gradient: torch.Tensor = value
     return gradient
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+import importlib
 import inspect
 import re
 from collections.abc import Callable, Sequence
@@ -11,7 +12,7 @@ from typing import Any, TypeVar
 import torch
 
 from npgrad import _batch, _function, _library, _registry
-from npgrad.errors import DefinitionError
+from npgrad.errors import DefinitionError, UnknownOpError
 
 F = TypeVar("F", bound=Callable[..., Any])
 # Bound once: Dynamo recognises the function itself and folds the call to True while tracing.
@@ -389,9 +390,10 @@ class Op:
         }[self.backward_kind]
         return f"<npgrad op {self.name}{inspect.signature(self.forward)}, {kind}>"
 
-    def __reduce__(self) -> tuple[Callable[[str], Op], tuple[str]]:
-        # Pickled by name: a model saved with torch.save loads wherever the op's module is imported.
-        return _registry.get, (self.name,)
+    def __reduce__(self) -> tuple[Callable[[str, str], Op], tuple[str, str]]:
+        # Pickled by name and defining module: unpickling (torch.load, a spawned process)
+        # imports the module that registers the op, then looks it up.
+        return _load, (self.name, self.module)
 
 
 def op(
@@ -477,3 +479,12 @@ def _register_library(op: Op) -> str | None:
         return _library.register(op)
     except Exception as error:  # a name or type torch.library refuses: eager still works
         return f"torch.library refused it ({type(error).__name__}: {error})"
+
+
+def _load(name: str, module: str) -> Op:
+    """Return the op ``name``, importing ``module`` (which defines it) first if needed."""
+    try:
+        return _registry.get(name)
+    except UnknownOpError:
+        importlib.import_module(module)
+        return _registry.get(name)

@@ -6,12 +6,13 @@ import argparse
 import inspect
 import sys
 import time
+import warnings
 from collections.abc import Sequence
 
 from npgrad import _registry
 from npgrad.checking import check
-from npgrad.errors import NpgradError
-from npgrad.plugins import load_plugins
+from npgrad.errors import NpgradError, PluginWarning
+from npgrad.plugins import failed_plugins, load_plugins
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -39,10 +40,19 @@ def main(argv: Sequence[str] | None = None) -> int:
         from npgrad._demo import run
 
         return run(steps=args.steps, seed=args.seed)
-    load_plugins()
+    with warnings.catch_warnings():
+        # Reported below, in the command's own output.
+        warnings.simplefilter("ignore", PluginWarning)
+        load_plugins()
+    for plugin, cause in failed_plugins().items():
+        print(f"npgrad: plugin {plugin!r} failed to load ({cause})", file=sys.stderr)
     if args.command == "list":
         return list_ops()
-    return check_ops(args.names)
+    status = check_ops(args.names)
+    if failed_plugins() and status == 0:
+        print(f"{len(failed_plugins())} plugin(s) failed to load: {', '.join(failed_plugins())}")
+        return 1
+    return status
 
 
 def list_ops() -> int:

@@ -24,6 +24,8 @@ GROUP = "npgrad.plugins"
 _lock = threading.Lock()
 # Plugin name -> the top-level package of the module its entry point names.
 _loaded: dict[str, str] = {}
+# Plugin name -> why it failed to load, on the last attempt.
+_failed: dict[str, str] = {}
 
 
 def load_plugins() -> list[str]:
@@ -36,12 +38,14 @@ def load_plugins() -> list[str]:
     if os.environ.get("NPGRAD_DISABLE_PLUGINS", "").strip().lower() in ("1", "true", "yes"):
         return sorted(_loaded)
     with _lock:
+        _failed.clear()
         for point in entry_points(group=GROUP):
             if point.name in _loaded:
                 continue
             try:
                 point.load()
             except Exception as error:
+                _failed[point.name] = f"{point.value}: {type(error).__name__}: {error}"
                 warnings.warn(
                     f'npgrad: plugin "{point.name}" ({point.value}) failed to load: '
                     f"{type(error).__name__}: {error}; its ops are unavailable, the other "
@@ -52,6 +56,11 @@ def load_plugins() -> list[str]:
                 continue
             _loaded[point.name] = point.value.split(":")[0].split(".")[0]
         return sorted(_loaded)
+
+
+def failed_plugins() -> dict[str, str]:
+    """Return the plugins that failed to load on the last attempt, with the cause of each."""
+    return dict(_failed)
 
 
 def plugin_of(module: str) -> str:
