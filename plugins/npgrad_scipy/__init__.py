@@ -1,5 +1,6 @@
 """npgrad_scipy: SciPy functions as differentiable torch ops, written on npgrad's public API."""
 
+from npgrad_scipy import special
 from npgrad_scipy.conv import (
     Conv2d,
     ScipyConv2d,
@@ -18,4 +19,5 @@ __all__ = [
     "correlate2d",
     "correlate_channels",
     "scipy_conv2d",
+    "special",
 ]

@@ -1,0 +1,93 @@
+"""npgrad_scipy.special against SciPy's values and independent gradient checks."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import scipy.special
+import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+import npgrad
+from npgrad_scipy.special import ellipe, ellipk, gammaincc, iv, kv, lambertw
+
+UNARY = [
+    (ellipk, scipy.special.ellipk, (-2.0, 0.95)),
+    (ellipe, scipy.special.ellipe, (-2.0, 1.0)),
+    (lambertw, lambda x: scipy.special.lambertw(x).real, (-0.36, 5.0)),
+]
+BINARY = [
+    (kv, scipy.special.kv, (0.1, 6.0)),
+    (iv, scipy.special.iv, (0.0, 6.0)),
+    (gammaincc, scipy.special.gammaincc, (0.0, 6.0)),
+]
+
+
+@pytest.mark.parametrize(("op", "reference", "domain"), UNARY, ids=lambda v: getattr(v, "name", ""))
+def test_unary_values_and_gradients(op, reference, domain) -> None:
+    x = torch.linspace(*domain, 23, dtype=torch.float64)
+    torch.testing.assert_close(op(x), torch.from_numpy(reference(x.numpy())))
+    inner = x[1:-1].clone().requires_grad_()
+    assert torch.autograd.gradcheck(op, (inner,), check_forward_ad=True)
+
+
+@settings(max_examples=40, deadline=None)
+@given(st.sampled_from(BINARY), st.floats(0.2, 4.0), st.integers(0, 2**16))
+def test_binary_values_and_gradients_in_x(case, parameter, seed) -> None:
+    op, reference, (low, high) = case
+    generator = torch.Generator().manual_seed(seed)
+    x = torch.rand(7, generator=generator, dtype=torch.float64) * (high - low) + low + 0.05
+    p = torch.tensor(parameter, dtype=torch.float64)
+    torch.testing.assert_close(op(p, x), torch.from_numpy(reference(parameter, x.numpy())))
+    x.requires_grad_()
+    assert torch.autograd.gradcheck(lambda t: op(p, t), (x,), check_forward_ad=True)
+
+
+def test_special_values_at_the_edges() -> None:
+    zero = torch.zeros(1, dtype=torch.float64, requires_grad=True)
+    for op, slope in ((ellipk, np.pi / 8), (ellipe, -np.pi / 8), (lambertw, 1.0)):
+        (g,) = torch.autograd.grad(op(zero).sum(), zero)
+        torch.testing.assert_close(g, torch.tensor([slope], dtype=torch.float64))
+
+
+@pytest.mark.parametrize(
+    ("call", "message"),
+    [
+        (
+            lambda: kv(torch.tensor(1.0), torch.tensor([1.0, -2.0])),
+            r'"scipy::kv": got 1 value\(s\) outside the real domain x > 0',
+        ),
+        (lambda: ellipk(torch.tensor([1.5])), r'"scipy::ellipk": .* outside the real domain m < 1'),
+        (lambda: lambertw(torch.tensor([-1.0])), r'"scipy::lambertw": .* x >= -1/e'),
+        (lambda: gammaincc(torch.tensor(-1.0), torch.tensor([1.0])), r"a > 0 and x >= 0"),
+    ],
+    ids=["kv", "ellipk", "lambertw", "gammaincc"],
+)
+def test_outside_the_domain_is_a_clear_error(call, message: str) -> None:
+    with pytest.raises(npgrad.NpgradError, match=message):
+        call()
+
+
+def test_the_order_is_not_differentiable() -> None:
+    v = torch.tensor(1.0, requires_grad=True)
+    with pytest.raises(
+        npgrad.NpgradError, match=r'gradient was asked for input "v" \(position 0\)'
+    ):
+        kv(v, torch.tensor([1.0])).sum().backward()
+
+
+def test_broadcasting_and_batches() -> None:
+    v = torch.tensor([[0.5], [1.5]], dtype=torch.float64)
+    x = torch.tensor([1.0, 2.0, 3.0], dtype=torch.float64, requires_grad=True)
+    out = kv(v, x)
+    assert out.shape == (2, 3)
+    out.sum().backward()
+    expected = (
+        -(
+            scipy.special.kv(v.numpy() - 1, x.detach().numpy())
+            + scipy.special.kv(v.numpy() + 1, x.detach().numpy())
+        )
+        / 2
+    )
+    torch.testing.assert_close(x.grad, torch.from_numpy(expected.sum(0)))
