@@ -87,9 +87,15 @@ def every_op_with_examples() -> list[npgrad.Op]:
 
 def test_opcheck_passes_on_every_shipped_op(every_op_with_examples: list[npgrad.Op]) -> None:
     shipped = [op for op in every_op_with_examples if op.name.startswith("scipy::")]
-    assert len(shipped) == 11
+    assert len(shipped) == 12
+    checked = 0
     for op in shipped:
         args, kwargs = op.examples[0]()
+        if not all(isinstance(a, torch.Tensor) for a in args):
+            # A number as a positional input (gaussian_filter's sigma) has no custom-op
+            # schema: such calls run eagerly, as a graph break under torch.compile.
+            continue
+        checked += 1
         # Only inputs with a gradient (the order of a Bessel function has none) require grad.
         args = tuple(
             a.detach().requires_grad_(
@@ -101,6 +107,7 @@ def test_opcheck_passes_on_every_shipped_op(every_op_with_examples: list[npgrad.
         )
         library_op = getattr(getattr(torch.ops, op.namespace), op.opname).default
         torch.library.opcheck(library_op, args, kwargs)
+    assert checked == 11
 
 
 class Net(torch.nn.Module):
