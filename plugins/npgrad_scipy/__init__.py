@@ -1,6 +1,6 @@
 """npgrad_scipy: SciPy functions as differentiable torch ops, written on npgrad's public API."""
 
-from npgrad_scipy import ndimage, special
+from npgrad_scipy import linalg, ndimage, special
 from npgrad_scipy.conv import (
     Conv2d,
     ScipyConv2d,
@@ -18,6 +18,7 @@ __all__ = [
     "convolve2d",
     "correlate2d",
     "correlate_channels",
+    "linalg",
     "ndimage",
     "scipy_conv2d",
     "special",
