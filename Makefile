@@ -36,6 +36,7 @@ bench: $(STAMP)
 	$(BIN)/python benchmarks/overhead.py
 	$(BIN)/python benchmarks/conv.py
 	$(BIN)/python benchmarks/func.py
+	$(BIN)/python benchmarks/lfilter.py
 	$(BIN)/python benchmarks/import_time.py
 
 clean:

@@ -65,3 +65,14 @@ def test_device_check_runs_anywhere() -> None:
         check=False,
     )
     assert done.returncode == 0, done.stdout + done.stderr
+
+
+def test_lfilter_benchmark_runs() -> None:
+    done = subprocess.run(
+        [sys.executable, str(BENCHMARKS / "lfilter.py"), "--samples", "300"],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=True,
+    )
+    assert "lfilter, 300 samples" in done.stdout

@@ -507,3 +507,17 @@ def test_optional_inputs_default_to_none(name: str) -> None:
 
     torch.testing.assert_close(affine(torch.ones(2)), torch.ones(2))
     torch.testing.assert_close(affine(torch.ones(2), torch.ones(2)), torch.full((2,), 2.0))
+
+
+def test_a_contiguous_looking_gradient_with_a_negative_stride(name: str) -> None:
+    @npgrad.op(name)
+    def ident(x):
+        return x * 1
+
+    @ident.backward
+    def _(grad, x):
+        return np.flip(grad.copy(), -1)  # shape (2, 1): flagged contiguous, stride negative
+
+    x = torch.randn(2, 1, requires_grad=True)
+    ident(x).backward(torch.ones(2, 1))
+    torch.testing.assert_close(x.grad, torch.ones(2, 1))

@@ -1,6 +1,6 @@
 """npgrad_scipy: SciPy functions as differentiable torch ops, written on npgrad's public API."""
 
-from npgrad_scipy import linalg, ndimage, special
+from npgrad_scipy import linalg, ndimage, signal, special
 from npgrad_scipy.conv import (
     Conv2d,
     ScipyConv2d,
@@ -21,5 +21,6 @@ __all__ = [
     "linalg",
     "ndimage",
     "scipy_conv2d",
+    "signal",
     "special",
 ]

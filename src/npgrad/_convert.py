@@ -109,8 +109,9 @@ def to_tensor(array: Array, dtype: torch.dtype | None, device: torch.device | No
     try:
         tensor = torch.from_numpy(array)
     except (ValueError, TypeError):
-        # Negative strides or a non-native byte order: torch cannot view this memory.
-        array = np.ascontiguousarray(array, dtype=array.dtype.newbyteorder("="))
+        # Negative strides or a non-native byte order: torch cannot view this memory. A real
+        # copy: ascontiguousarray keeps an array whose only negative stride is on a size-1 dim.
+        array = np.array(array, dtype=array.dtype.newbyteorder("="), order="C", copy=True)
         tensor = torch.from_numpy(array)
     if device is not None:
         return tensor.to(device=device, dtype=dtype)

@@ -659,9 +659,14 @@ def _gradient(
         and value.flags.writeable
         and value.flags.c_contiguous
     ):
-        # The common case, inlined: a fresh CPU array of the input's shape.
-        gradient = torch.from_numpy(value)
-        return gradient if gradient.dtype == tensor.dtype else gradient.to(tensor.dtype)
+        # The common case, inlined: a fresh CPU array of the input's shape. (Size-1 dims can
+        # make an array with a negative stride count as contiguous: torch refuses those.)
+        try:
+            gradient = torch.from_numpy(value)
+        except ValueError:
+            pass
+        else:
+            return gradient if gradient.dtype == tensor.dtype else gradient.to(tensor.dtype)
     reduced = gradient_array(op, position, value, tuple(tensor.shape))
     # Off the CPU, a 0-dim CPU input beside device tensors keeps its gradient on the CPU.
     return to_tensor(reduced, tensor.dtype, None if device is None else tensor.device)
