@@ -37,6 +37,7 @@ bench: $(STAMP)
 	$(BIN)/python benchmarks/conv.py
 	$(BIN)/python benchmarks/func.py
 	$(BIN)/python benchmarks/lfilter.py
+	$(BIN)/python benchmarks/spsolve.py
 	$(BIN)/python benchmarks/import_time.py
 
 clean:

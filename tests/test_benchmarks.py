@@ -76,3 +76,14 @@ def test_lfilter_benchmark_runs() -> None:
         check=True,
     )
     assert "lfilter, 300 samples" in done.stdout
+
+
+def test_spsolve_benchmark_runs() -> None:
+    done = subprocess.run(
+        [sys.executable, str(BENCHMARKS / "spsolve.py"), "--side", "20"],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=True,
+    )
+    assert "spsolve, n = 400" in done.stdout

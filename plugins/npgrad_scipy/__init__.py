@@ -1,6 +1,6 @@
 """npgrad_scipy: SciPy functions as differentiable torch ops, written on npgrad's public API."""
 
-from npgrad_scipy import linalg, ndimage, signal, special
+from npgrad_scipy import linalg, ndimage, signal, sparse, special
 from npgrad_scipy.conv import (
     Conv2d,
     ScipyConv2d,
@@ -22,5 +22,6 @@ __all__ = [
     "ndimage",
     "scipy_conv2d",
     "signal",
+    "sparse",
     "special",
 ]

@@ -28,26 +28,87 @@ _COMPUTE_DTYPE = {torch.float16: torch.float32, torch.bfloat16: torch.float32}
 Array = np.ndarray[Any, Any]
 
 
-def to_numpy(tensor: torch.Tensor) -> Array:
-    """Return a read-only ndarray of ``tensor``'s memory; a copy only off the CPU or for halves."""
+def to_numpy(tensor: torch.Tensor) -> Any:
+    """Return a read-only ndarray of ``tensor``'s memory (a scipy.sparse matrix if sparse).
+
+    A copy only off the CPU, for half floats, or for sparse tensors.
+    """
     if tensor.dtype in _COMPUTE_DTYPE:
         tensor = tensor.to(_COMPUTE_DTYPE[tensor.dtype])
     # force=True detaches, moves to the CPU and resolves conj/neg bits; a plain CPU tensor is
     # returned as a view of the same memory.
-    array: Array = tensor.numpy(force=True)
+    try:
+        array: Array = tensor.numpy(force=True)
+    except TypeError:
+        return to_scipy_sparse(tensor)
     array.setflags(write=False)
     return array
 
 
-def to_numpy_all(tensors: Sequence[torch.Tensor]) -> list[Array]:
+def to_scipy_sparse(tensor: torch.Tensor) -> Any:
+    """Return a sparse (COO or CSR) 2-D tensor as a new ``scipy.sparse.csr_matrix``."""
+    import scipy.sparse  # only sparse inputs pay for it
+
+    if tensor.dim() != 2 or tensor.layout not in (torch.sparse_coo, torch.sparse_csr):
+        raise TypeError(
+            f"npgrad takes sparse tensors of layout sparse_coo or sparse_csr with 2 dims; got "
+            f"{tensor.layout} with {tensor.dim()} dims; convert it with .to_dense() or "
+            f".to_sparse_csr() first"
+        )
+    rows, cols = sparse_pattern(tensor)
+    values = (
+        tensor.detach().cpu().coalesce().values()
+        if tensor.layout == torch.sparse_coo
+        else (tensor.detach().cpu().values())
+    )
+    if values.dtype in _COMPUTE_DTYPE:
+        values = values.to(_COMPUTE_DTYPE[values.dtype])
+    return scipy.sparse.csr_matrix((values.numpy(), (rows, cols)), shape=tuple(tensor.shape))
+
+
+def sparse_pattern(tensor: torch.Tensor) -> tuple[Array, Array]:
+    """Return the row and column of each stored value of a 2-D COO or CSR tensor, in order."""
+    tensor = tensor.detach().cpu()
+    if tensor.layout == torch.sparse_coo:
+        indices = tensor.coalesce().indices().numpy()
+        return indices[0].copy(), indices[1].copy()
+    crow = tensor.crow_indices().numpy()
+    rows = np.repeat(np.arange(len(crow) - 1), np.diff(crow))
+    return rows, tensor.col_indices().numpy().copy()
+
+
+def sparse_gradient(value: Any, tensor: torch.Tensor) -> torch.Tensor:
+    """Return a gradient (dense array or scipy matrix) for a sparse input, with its pattern."""
+    rows, cols = sparse_pattern(tensor)
+    if hasattr(value, "tocsr"):
+        values = np.asarray(value.tocsr()[rows, cols]).ravel()
+    else:
+        values = np.asarray(value)[rows, cols]
+    data = torch.from_numpy(np.ascontiguousarray(values)).to(dtype=tensor.dtype)
+    if tensor.layout == torch.sparse_coo:
+        indices = torch.from_numpy(np.stack([rows, cols]))
+        result = torch.sparse_coo_tensor(indices, data, tensor.shape, is_coalesced=True)
+    else:
+        source = tensor.detach()
+        result = torch.sparse_csr_tensor(
+            source.crow_indices().cpu(), source.col_indices().cpu(), data, tensor.shape
+        )
+    return result.to(tensor.device)
+
+
+def to_numpy_all(tensors: Sequence[torch.Tensor]) -> list[Any]:
     """Return `to_numpy` of each tensor; the loop inlined, as it runs on every call."""
     arrays = []
     for tensor in tensors:
         if tensor.dtype in _COMPUTE_DTYPE:
             array = to_numpy(tensor)
         else:
-            array = tensor.numpy(force=True)
-            array.setflags(write=False)
+            try:
+                array = tensor.numpy(force=True)
+            except TypeError:
+                array = to_scipy_sparse(tensor)  # a sparse tensor: no strided memory to view
+            else:
+                array.setflags(write=False)
         arrays.append(array)
     return arrays
 

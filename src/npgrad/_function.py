@@ -25,6 +25,7 @@ from npgrad._convert import (
     floating_result_dtype,
     reduce_to_shape,
     reduction_axes,
+    sparse_gradient,
     to_numpy,
     to_numpy_all,
     to_tensor,
@@ -47,6 +48,7 @@ _anomaly_enabled = torch.is_anomaly_enabled
 _functorch = torch._C._functorch
 _VMAP = _functorch.TransformType.Vmap
 _Tensor = torch.Tensor
+_STRIDED = torch.strided
 _Parameter = torch.nn.Parameter
 _PLAIN_TENSORS = (_Tensor, _Parameter)
 # Positional inputs passed through as they are: numbers, and None for an absent optional input.
@@ -650,6 +652,8 @@ def _tensor_gradient(op: Op, position: int, value: Any, tensor: torch.Tensor) ->
 def _gradient(
     op: Op, position: int, value: Any, tensor: torch.Tensor, device: torch.device | None
 ) -> torch.Tensor:
+    if tensor.layout is not _STRIDED:
+        return sparse_gradient(value, tensor)
     if (
         device is None
         and type(value) is np.ndarray

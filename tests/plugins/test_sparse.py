@@ -1,0 +1,62 @@
+"""npgrad_scipy.sparse.spsolve against torch.linalg.solve on the dense matrix."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+import npgrad
+from npgrad_scipy.sparse import laplacian, spsolve
+
+
+@pytest.mark.parametrize("layout", ["coo", "csr"])
+@pytest.mark.parametrize("columns", [None, 3])
+def test_values_and_gradients_match_a_dense_solve(layout: str, columns: int | None) -> None:
+    dense = laplacian(5).to_dense() + torch.diag(torch.rand(25, dtype=torch.float64))
+    a = (dense.to_sparse() if layout == "coo" else dense.to_sparse_csr()).requires_grad_()
+    b = torch.randn(25, *([columns] if columns else []), dtype=torch.float64, requires_grad=True)
+    weights = torch.randn(b.shape, dtype=torch.float64)
+    x = spsolve(a, b)
+    (x * weights).sum().backward()
+    reference_a = dense.clone().requires_grad_()
+    reference_b = b.detach().clone().requires_grad_()
+    expected = torch.linalg.solve(reference_a, reference_b)
+    (expected * weights).sum().backward()
+    torch.testing.assert_close(x, expected)
+    torch.testing.assert_close(b.grad, reference_b.grad)
+    assert a.grad.layout == a.layout
+    # The gradient of A's stored values: the dense gradient on A's sparsity pattern.
+    torch.testing.assert_close(a.grad.to_dense(), reference_a.grad * (dense != 0))
+
+
+def test_check_passes_with_sparse_inputs() -> None:
+    op = npgrad.get("scipy::spsolve")
+    args, kwargs = op.examples[0]()
+    assert npgrad.check(op, *args, **kwargs).verdicts["gradcheck"] == "passed"
+
+
+def test_singular_and_non_square_matrices_are_refused() -> None:
+    singular = torch.zeros(3, 3).to_sparse()
+    with pytest.raises(npgrad.NpgradError, match="A cannot be factorised"):
+        spsolve(singular, torch.ones(3))
+    with pytest.raises(npgrad.NpgradError, match=r"A has shape \(2, 3\); expected a square matrix"):
+        spsolve(torch.ones(2, 3).to_sparse(), torch.ones(2))
+
+
+def test_the_factorisation_is_reused_by_the_backward(monkeypatch: pytest.MonkeyPatch) -> None:
+    import scipy.sparse.linalg
+
+    from npgrad_scipy import sparse
+
+    calls = []
+    real = scipy.sparse.linalg.splu
+
+    def counting(matrix):
+        calls.append(matrix.shape)
+        return real(matrix)
+
+    monkeypatch.setattr(sparse.scipy.sparse.linalg, "splu", counting)
+    a = laplacian(4).requires_grad_()
+    b = torch.randn(16, dtype=torch.float64, requires_grad=True)
+    spsolve(a, b).sum().backward()
+    assert len(calls) == 1
