@@ -9,81 +9,47 @@ from pathlib import Path
 BENCHMARKS = Path(__file__).parents[1] / "benchmarks"
 
 
-def test_overhead_benchmark_runs() -> None:
-    done = subprocess.run(
-        [sys.executable, str(BENCHMARKS / "overhead.py"), "--calls", "2", "--rounds", "2"],
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=True,
-    )
-    for name in ("seed", "custom_op", "npgrad", "goal npgrad <= 1.10x seed"):
-        assert name in done.stdout
-
-
-def test_conv_benchmark_runs() -> None:
-    done = subprocess.run(
-        [sys.executable, str(BENCHMARKS / "conv.py"), "--quick"],
-        capture_output=True,
-        text=True,
-        timeout=300,
-        check=True,
-    )
-    for case in ("1. large kernel", "2. real layer", "3. cores", "4. small image", "5. one image"):
-        assert case in done.stdout
-
-
-def test_import_time_benchmark_runs() -> None:
-    done = subprocess.run(
-        [sys.executable, str(BENCHMARKS / "import_time.py"), "--runs", "1"],
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=True,
-    )
-    assert "import npgrad (after torch, numpy)" in done.stdout
-
-
-def test_func_benchmark_runs() -> None:
-    done = subprocess.run(
-        [sys.executable, str(BENCHMARKS / "func.py"), "--quick"],
-        capture_output=True,
-        text=True,
-        timeout=300,
-        check=True,
-    )
-    assert "1. vmap over 64" in done.stdout
-    assert "2. compiled call" in done.stdout
-
-
-def test_device_check_runs_anywhere() -> None:
-    done = subprocess.run(
-        [sys.executable, str(BENCHMARKS / "device_check.py")],
+def run(script: str, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
+    """Run a benchmark script in its quickest mode and return what it printed."""
+    return subprocess.run(
+        [sys.executable, str(BENCHMARKS / script), *args],
         capture_output=True,
         text=True,
         timeout=600,
-        check=False,
+        check=check,
     )
+
+
+def test_overhead_benchmark_runs() -> None:
+    out = run("overhead.py", "--calls", "2", "--rounds", "2").stdout
+    for name in ("seed", "custom_op", "npgrad", "goal npgrad <= 1.10x seed"):
+        assert name in out
+
+
+def test_conv_benchmark_runs() -> None:
+    out = run("conv.py", "--quick").stdout
+    for case in ("1. large kernel", "2. real layer", "3. cores", "4. small image", "5. one image"):
+        assert case in out
+
+
+def test_import_time_benchmark_runs() -> None:
+    assert "import npgrad (after torch, numpy)" in run("import_time.py", "--runs", "1").stdout
+
+
+def test_func_benchmark_runs() -> None:
+    out = run("func.py", "--quick").stdout
+    assert "1. vmap over 64" in out
+    assert "2. compiled call" in out
+
+
+def test_device_check_runs_anywhere() -> None:
+    done = run("device_check.py", check=False)
     assert done.returncode == 0, done.stdout + done.stderr
 
 
 def test_lfilter_benchmark_runs() -> None:
-    done = subprocess.run(
-        [sys.executable, str(BENCHMARKS / "lfilter.py"), "--samples", "300"],
-        capture_output=True,
-        text=True,
-        timeout=300,
-        check=True,
-    )
-    assert "lfilter, 300 samples" in done.stdout
+    assert "lfilter, 300 samples" in run("lfilter.py", "--samples", "300").stdout
 
 
 def test_spsolve_benchmark_runs() -> None:
-    done = subprocess.run(
-        [sys.executable, str(BENCHMARKS / "spsolve.py"), "--side", "20"],
-        capture_output=True,
-        text=True,
-        timeout=300,
-        check=True,
-    )
-    assert "spsolve, n = 400" in done.stdout
+    assert "spsolve, n = 400" in run("spsolve.py", "--side", "20").stdout
