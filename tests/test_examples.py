@@ -20,3 +20,24 @@ def test_scipy_conv2d_example_learns_the_filter() -> None:
     assert "Are the gradients correct: True" in done.stdout
     error = float(done.stdout.rsplit(":", 1)[1])
     assert error < 1e-2
+
+
+def _run_main(name: str, *args: int) -> object:
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location(name, EXAMPLES / f"{name}.py")
+    assert spec is not None
+    assert spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module.main(*args)
+
+
+def test_fitting_through_a_special_function_recovers_the_parameters() -> None:
+    amplitude, scale = _run_main("fit_special", 300)
+    assert abs(amplitude - 2.0) < 0.1
+    assert abs(scale - 1.3) < 0.05
+
+
+def test_deblurring_gets_closer_to_the_true_image() -> None:
+    assert _run_main("deblur", 150, 32) < 0.8
