@@ -15,7 +15,7 @@ $(BIN)/python:
 $(STAMP): $(BIN)/python pyproject.toml
 	$(BIN)/python -m pip install --quiet --upgrade pip
 	$(BIN)/python -m pip install --quiet "$(TORCH_PIN)"
-	$(BIN)/python -m pip install --quiet -e ".[test,lint]" "$(TORCH_PIN)"
+	$(BIN)/python -m pip install --quiet -e ".[test,lint,plot]" "$(TORCH_PIN)"
 	touch $(STAMP)
 
 demo: $(STAMP)

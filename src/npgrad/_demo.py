@@ -11,8 +11,15 @@ import npgrad
 _TOLERANCE = 1e-2
 
 
-def run(steps: int = 300, seed: int = 0) -> int:
-    """Print the tutorial's walk-through and learn a hidden kernel; return 0 on success, else 1."""
+def run(steps: int = 300, seed: int = 0, picture: str | None = "demo.png") -> int:
+    """Print the tutorial's walk-through and learn a hidden kernel; return 0 on success, else 1.
+
+    Args:
+        steps: gradient-descent steps.
+        seed: the random seed.
+        picture: where to write the picture of the kernels and the loss curve (with matplotlib
+            installed), or None for none.
+    """
     from npgrad_scipy import ScipyConv2d
 
     torch.manual_seed(seed)
@@ -41,6 +48,7 @@ def run(steps: int = 300, seed: int = 0) -> int:
     model = ScipyConv2d(3, 3)
     optimizer = torch.optim.Adam(model.parameters(), lr=0.05)
     scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, steps)
+    losses = []
     for step in range(1, steps + 1):
         image = torch.randn(32, 32)
         loss = torch.mean((model(image) - hidden(image)) ** 2)
@@ -48,8 +56,9 @@ def run(steps: int = 300, seed: int = 0) -> int:
         loss.backward()  # type: ignore[no-untyped-call]
         optimizer.step()
         scheduler.step()
-        if step == 1 or step % (steps // 5 or 1) == 0:
-            print(f"   step {step:4d}  loss {loss.item():.3e}")
+        losses.append(loss.item())
+        _progress(step, steps, losses[-1])
+    print()
     error = max(
         (model.get_parameter(name) - hidden.get_parameter(name)).abs().max().item()
         for name in ("filter", "bias")
@@ -57,11 +66,46 @@ def run(steps: int = 300, seed: int = 0) -> int:
     print(f"   hidden filter:  {_fmt(hidden.get_parameter('filter'))}")
     print(f"   learned filter: {_fmt(model.get_parameter('filter'))}")
     print(f"   largest error in the recovered kernel and bias: {error:.2e}")
+    if picture is not None:
+        _draw(picture, hidden.get_parameter("filter"), model.get_parameter("filter"), losses)
     if verdict and error < _TOLERANCE:
         print("   recovered: OK")
         return 0
     print(f"   FAILED: expected an error below {_TOLERANCE:g}")
     return 1
+
+
+def _progress(step: int, steps: int, loss: float) -> None:
+    width = 30
+    done = width * step // steps
+    bar = "#" * done + "." * (width - done)
+    print(f"\r   [{bar}] step {step:4d}/{steps}  loss {loss:.3e}", end="", flush=True)
+
+
+def _draw(path: str, hidden: torch.Tensor, learned: torch.Tensor, losses: list[float]) -> None:
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")  # files only: no display needed
+        import matplotlib.pyplot as plt
+    except ImportError:
+        print("   (install npgrad[plot] for a picture of the kernels and the loss curve)")
+        return
+    figure, axes = plt.subplots(1, 3, figsize=(11, 3.4))
+    hidden, learned = hidden.detach(), learned.detach()
+    bound = float(max(hidden.abs().max(), learned.abs().max()))
+    for axis, kernel, title in ((axes[0], hidden, "hidden kernel"), (axes[1], learned, "learned")):
+        shown = axis.imshow(kernel.numpy(), cmap="RdBu", vmin=-bound, vmax=bound)
+        axis.set_title(title)
+        axis.set_xticks([])
+        axis.set_yticks([])
+    figure.colorbar(shown, ax=axes[:2].tolist(), shrink=0.8)
+    axes[2].semilogy(losses)
+    axes[2].set_title("loss")
+    axes[2].set_xlabel("step")
+    figure.savefig(path, dpi=100, bbox_inches="tight")
+    plt.close(figure)
+    print(f"   wrote {path}")
 
 
 def _fmt(tensor: torch.Tensor) -> str:

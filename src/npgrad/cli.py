@@ -30,6 +30,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     demo.add_argument("--steps", type=int, default=300, help="gradient-descent steps (300)")
     demo.add_argument("--seed", type=int, default=0, help="random seed (0)")
+    demo.add_argument(
+        "--picture", default="demo.png", help="picture to write, with matplotlib (demo.png)"
+    )
     commands.add_parser("list", help="list the registered ops of every plugin")
     checker = commands.add_parser(
         "check", help="run npgrad.check on every op's examples (or on the named ops)"
@@ -39,7 +42,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.command == "demo":
         from npgrad._demo import run
 
-        return run(steps=args.steps, seed=args.seed)
+        return run(steps=args.steps, seed=args.seed, picture=args.picture)
     with warnings.catch_warnings():
         # Reported below, in the command's own output.
         warnings.simplefilter("ignore", PluginWarning)
