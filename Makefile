@@ -7,7 +7,7 @@ BIN := $(VENV)/bin
 TORCH_PIN := torch==2.13.0
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test check lint bench clean
+.PHONY: demo test docs check lint bench clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -15,14 +15,18 @@ $(BIN)/python:
 $(STAMP): $(BIN)/python pyproject.toml
 	$(BIN)/python -m pip install --quiet --upgrade pip
 	$(BIN)/python -m pip install --quiet "$(TORCH_PIN)"
-	$(BIN)/python -m pip install --quiet -e ".[test,lint,plot]" "$(TORCH_PIN)"
+	$(BIN)/python -m pip install --quiet -e ".[test,lint,plot,docs]" "$(TORCH_PIN)"
 	touch $(STAMP)
 
 demo: $(STAMP)
 	$(BIN)/npgrad demo
 
-test: $(STAMP)
+# The docs build first: pytest's summary stays the last line of the output.
+test: $(STAMP) docs
 	$(BIN)/python -m pytest
+
+docs: $(STAMP)
+	NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs build --strict --quiet -d site
 
 check: $(STAMP)
 	$(BIN)/npgrad check
