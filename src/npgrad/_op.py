@@ -30,6 +30,15 @@ class Op:
     Calling it takes tensors (or arrays and numbers) as positional inputs and static config as
     keywords, and returns a tensor or a tuple of tensors that autograd differentiates through the
     registered backward.
+
+    >>> import torch, npgrad
+    >>> @npgrad.op("doc::negate")
+    ... def negate(x):
+    ...     return -x
+    >>> negate
+    <npgrad op doc::negate(x), no backward>
+    >>> negate(torch.ones(2))
+    tensor([-1., -1.])
     """
 
     def __init__(
@@ -225,7 +234,12 @@ class Op:
     def output_shapes(
         self, shapes: Sequence[tuple[int, ...] | None], config: dict[str, Any]
     ) -> list[tuple[int, ...]] | None:
-        """Return the output shapes for these input shapes, or None if no rule gives them."""
+        """Return the output shapes for these input shapes, or None if no rule gives them.
+
+        >>> import npgrad
+        >>> npgrad.get("doc::negate").output_shapes([(2, 3)], {}) is None  # no rule
+        True
+        """
         if self.shape_fn is not None:
             result = self.shape_fn(*shapes, **config)
             # One shape is a sequence of sizes (ints, or SymInts while tracing); several shapes
@@ -338,19 +352,34 @@ class Op:
 
     @property
     def plain(self) -> bool:
-        """Whether a call keeps only its inputs: no saved outputs, jvp or tensor backward."""
+        """Whether a call keeps only its inputs: no saved outputs, jvp or tensor backward.
+
+        >>> import npgrad
+        >>> npgrad.get("doc::negate").plain
+        True
+        """
         return not (self.saves_outputs or self.jvp_fn or self.tensor_backward_fn)
 
     @property
     def has_backward(self) -> bool:
-        """Whether a backward (NumPy or tensor, whole or per input) is registered."""
+        """Whether a backward (NumPy or tensor, whole or per input) is registered.
+
+        >>> import npgrad
+        >>> npgrad.get("doc::negate").has_backward
+        False
+        """
         return (
             self.backward_fn is not None or self.tensor_backward_fn is not None or bool(self.vjps)
         )
 
     @property
     def backward_kind(self) -> str:
-        """How the gradient is given: "numpy", "tensor", "vjp" (per input) or "none"."""
+        """How the gradient is given: "numpy", "tensor", "vjp" (per input) or "none".
+
+        >>> import npgrad
+        >>> npgrad.get("doc::negate").backward_kind
+        'none'
+        """
         if self.backward_fn is not None:
             return "numpy"
         if self.tensor_backward_fn is not None:
@@ -359,13 +388,25 @@ class Op:
 
     @property
     def plugin(self) -> str:
-        """The plugin (entry-point name) that defines the op, else its top-level module."""
+        """The plugin (entry-point name) that defines the op, else its top-level module.
+
+        >>> import npgrad
+        >>> "scipy" in npgrad.load_plugins()
+        True
+        >>> npgrad.get("scipy::conv2d").plugin
+        'scipy'
+        """
         from npgrad.plugins import plugin_of
 
         return plugin_of(self.module)
 
     def input_name(self, position: int) -> str:
-        """Return the parameter name of positional input ``position``."""
+        """Return the parameter name of positional input ``position``.
+
+        >>> import npgrad
+        >>> npgrad.get("doc::negate").input_name(0)
+        'x'
+        """
         if position < len(self.input_names):
             return self.input_names[position]
         return f"{self.varargs_name}[{position - len(self.input_names)}]"

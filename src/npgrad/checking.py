@@ -19,7 +19,12 @@ _TOLERANCES = {"eps": 1e-6, "atol": 1e-5, "rtol": 1e-3}
 
 @dataclass
 class CheckReport:
-    """What `check` found: a verdict per check ("passed" or "skipped: why") and the time taken."""
+    """What `check` found: a verdict per check ("passed" or "skipped: why") and the time taken.
+
+    >>> from npgrad import CheckReport
+    >>> str(CheckReport("doc::op", {"gradcheck": "passed"}, 0.5))
+    'doc::op: gradcheck passed (0.50 s)'
+    """
 
     op: str
     verdicts: dict[str, str] = field(default_factory=dict)
