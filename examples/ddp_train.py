@@ -12,6 +12,7 @@ also computes the gradients of one process on the whole batch and checks they eq
 from __future__ import annotations
 
 import argparse
+import gc
 import os
 
 import torch
@@ -64,6 +65,12 @@ def main() -> None:
             f"rank 0 of {world}: mean loss {sum(head) / len(head):.4f} over the first steps, "
             f"{sum(tail) / len(tail):.4f} over the last ({args.steps} steps)"
         )
+    # Tear down in order while every rank is here: DDP's reducer first, then the group. Left to
+    # interpreter exit, gloo's worker thread can wait for the GIL that the exiting main thread
+    # holds while joining it (a torch teardown deadlock).
+    dist.barrier()
+    del ddp, optimizer
+    gc.collect()
     dist.destroy_process_group()
 
 
