@@ -508,18 +508,31 @@ def run_companion_backward(
     needs: Sequence[bool],
 ) -> list[torch.Tensor | None]:
     """Run the NumPy backward as the op's backward companion, for torch.func transforms."""
+    inputs, outputs = _saved_inputs(state, saved)
+    return companion_gradients(state.op, grads, inputs, outputs, state.config, needs, state.single)
+
+
+def companion_gradients(
+    op: Op,
+    grads: Sequence[torch.Tensor],
+    inputs: Sequence[Any],
+    outputs: Any,
+    config: dict[str, Any],
+    needs: Sequence[bool],
+    single: bool,
+) -> list[torch.Tensor | None]:
+    """Return the input gradients computed by the op's backward companion (an op itself)."""
     from npgrad import _companions
 
-    op = state.op
-    inputs, outputs = _saved_inputs(state, saved)
-    config = {
-        **state.config,
+    extra = list(outputs if isinstance(outputs, tuple) else (outputs,)) if op.saves_outputs else []
+    # One dict: a companion's own config already holds these keys (its companion overrides them).
+    settings = {
+        **config,
         _companions.N_OUTPUTS: len(grads),
         _companions.NEEDS: tuple(needs),
-        _companions.SINGLE: state.single,
+        _companions.SINGLE: single,
     }
-    extra = list(outputs if isinstance(outputs, tuple) else (outputs,)) if op.saves_outputs else []
-    raw = op.companion("backward")(*grads, *inputs, *extra, **config)
+    raw = op.companion("backward")(*grads, *inputs, *extra, **settings)
     raw = raw if isinstance(raw, tuple) else (raw,)
     return [
         _tensor_gradient(op, i, gradient, value)

@@ -166,20 +166,13 @@ def _backward(op: Op) -> Any:
                 f'npgrad op "{op.name}": a gradient was asked, but no backward is registered; '
                 f"register one with @{op.__name__}.backward"
             )
-        if op.tensor_backward_fn is not None:
-            raw = _function.user_gradients(op, grads, inputs, ctx.config, needs, outputs)
-        else:
-            companion = op.companion("backward")
-            extra = list(outputs if isinstance(outputs, tuple) else (outputs,)) if held else []
-            raw = companion(
-                *grads,
-                *inputs,
-                *extra,
-                **ctx.config,
-                _npgrad_outputs=len(grads),
-                _npgrad_needs=tuple(needs),
-                _npgrad_single=ctx.single,
+        if op.tensor_backward_fn is None:
+            return tuple(
+                _function.companion_gradients(
+                    op, grads, inputs, outputs, ctx.config, needs, ctx.single
+                )
             )
+        raw = _function.user_gradients(op, grads, inputs, ctx.config, needs, outputs)
         return tuple(
             _function._tensor_gradient(op, i, g, value)
             if needs[i] and g is not None and isinstance(value, torch.Tensor)
