@@ -620,9 +620,20 @@ def run_tensor_backward(
     needs: Sequence[bool],
 ) -> list[torch.Tensor | None]:
     """Call the op's tensor backward; check, reduce and cast what it returns, differentiably."""
-    op = state.op
     inputs, outputs = _saved_inputs(state, saved)
-    raw = user_gradients(op, grads, inputs, state.config, needs, outputs)
+    return tensor_gradients(state.op, grads, inputs, outputs, state.config, needs)
+
+
+def tensor_gradients(
+    op: Op,
+    grads: Sequence[torch.Tensor],
+    inputs: Sequence[Any],
+    outputs: Any,
+    config: dict[str, Any],
+    needs: Sequence[bool],
+) -> list[torch.Tensor | None]:
+    """Return the input gradients of the op's tensor backward, checked, reduced and cast."""
+    raw = user_gradients(op, grads, inputs, config, needs, outputs)
     return [
         _tensor_gradient(op, i, gradient, value)
         if needs[i] and gradient is not None and isinstance(value, torch.Tensor)

@@ -167,18 +167,12 @@ def _backward(op: Op) -> Any:
                 f"register one with @{op.__name__}.backward"
             )
         if op.tensor_backward_fn is None:
-            return tuple(
-                _function.companion_gradients(
-                    op, grads, inputs, outputs, ctx.config, needs, ctx.single
-                )
+            gradients = _function.companion_gradients(
+                op, grads, inputs, outputs, ctx.config, needs, ctx.single
             )
-        raw = _function.user_gradients(op, grads, inputs, ctx.config, needs, outputs)
-        return tuple(
-            _function._tensor_gradient(op, i, g, value)
-            if needs[i] and g is not None and isinstance(value, torch.Tensor)
-            else None
-            for i, (g, value) in enumerate(zip(raw, inputs, strict=True))
-        )
+        else:
+            gradients = _function.tensor_gradients(op, grads, inputs, outputs, ctx.config, needs)
+        return tuple(gradients)
 
     return backward
 
