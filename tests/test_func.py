@@ -154,3 +154,34 @@ def test_autocast_leaves_npgrad_ops_in_their_inputs_dtype() -> None:
     torch.testing.assert_close(
         out.float(), torch.nn.functional.softplus(hidden.float()), atol=1e-2, rtol=1e-2
     )
+
+
+@npgrad.op("func::scaled", signature="(n),()->(n)")
+def scaled(x, s):
+    return x * s
+
+
+@scaled.backward
+def _(g, x, s):
+    return g * s, np.dot(g, x)
+
+
+def test_vmap_through_regular_autograd() -> None:
+    # Inputs that need gradients outside vmap take the Function path inside it.
+    a = f64(6, 3, 4).requires_grad_()
+    x = f64(6, 4).requires_grad_()
+    vmap(matvec)(a, x).pow(2).sum().backward()
+    a_ref, x_ref = a.detach().clone().requires_grad_(), x.detach().clone().requires_grad_()
+    torch.einsum("bmn,bn->bm", a_ref, x_ref).pow(2).sum().backward()
+    torch.testing.assert_close(a.grad, a_ref.grad)
+    torch.testing.assert_close(x.grad, x_ref.grad)
+
+
+def test_vmap_over_unequal_batch_ranks_and_numbers() -> None:
+    # Extra batch dims on one input, a number beside a tensor: the general vmap rule.
+    a, x = f64(5, 2, 3, 4), f64(5, 4)
+    torch.testing.assert_close(vmap(matvec)(a, x), torch.einsum("bkmn,bn->bkm", a, x))
+    xs = f64(5, 4)
+    torch.testing.assert_close(vmap(lambda v: scaled(v, 2.5))(xs), xs * 2.5)
+    s = f64(5)
+    torch.testing.assert_close(vmap(scaled)(xs, s), xs * s[:, None])

@@ -117,3 +117,19 @@ def test_wrong_forward_shape_under_a_signature_is_an_error(name: str) -> None:
         r'signature "\(n\)->\(n\)" makes it \(3, 4\)',
     ):
         shrink(torch.ones(3, 4))
+
+
+def test_batch_elements_of_differing_shapes_are_an_error(name: str) -> None:
+    # No output dim is named by an input, so only the stacking can notice.
+    @npgrad.op(name, signature="(n)->(m)")
+    def positives(x):
+        return x[x > 0]
+
+    x = torch.tensor([[1.0, 2.0, -1.0], [1.0, 2.0, 3.0]])
+    with pytest.raises(
+        npgrad.NpgradError,
+        match=rf'npgrad op "{name}": result 0 for batch element 1 has shape \(3,\), but element 0 '
+        r"gave shape \(2,\); expected the same shape for every batch element",
+    ):
+        positives(x)
+    torch.testing.assert_close(positives(x.abs()), x.abs())

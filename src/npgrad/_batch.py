@@ -8,16 +8,18 @@ every output dim is named by an input.
 
 from __future__ import annotations
 
+import functools
+import itertools
 import math
 import re
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 
 from npgrad._threads import parallel_map
-from npgrad.errors import DefinitionError, InputError
+from npgrad.errors import DefinitionError, InputError, OutputError
 
 _DIMS = r"\((?:\s*\w+\s*(?:,\s*\w+\s*)*)?\)"
 _LIST = rf"{_DIMS}(?:\s*,\s*{_DIMS})*"
@@ -26,6 +28,8 @@ _SIGNATURE = re.compile(rf"^\s*({_LIST})\s*->\s*({_LIST})\s*$")
 Shape = tuple[int, ...]
 # Elements of one call's inputs from which the batch loop runs on npgrad's threads.
 _THREADED_CALL = 1 << 14
+# Distinct input shapes whose binding each signature remembers.
+_BOUND_CACHE = 64
 
 
 @dataclass(frozen=True)
@@ -35,6 +39,23 @@ class Signature:
     text: str
     inputs: tuple[tuple[str, ...], ...]
     outputs: tuple[tuple[str, ...], ...]
+    # Input shapes -> (batch shape, output shapes): a call with shapes seen before skips binding.
+    _bound: dict[tuple[Shape | None, ...], tuple[Shape, list[Shape] | None]] = field(
+        default_factory=dict, compare=False, repr=False
+    )
+
+    def bind_outputs(
+        self, op: str, shapes: tuple[Shape | None, ...]
+    ) -> tuple[Shape, list[Shape] | None]:
+        """Return the batch shape and the output shapes (None where unknown) for ``shapes``."""
+        known = self._bound.get(shapes)
+        if known is None:
+            batch, sizes = self.bind(op, shapes)
+            known = batch, self.output_shapes(batch, sizes)
+            if len(self._bound) >= _BOUND_CACHE:
+                self._bound.clear()
+            self._bound[shapes] = known
+        return known
 
     def bind(self, op: str, shapes: Sequence[Shape | None]) -> tuple[Shape, dict[str, int]]:
         """Return the broadcast batch shape and the size of each named dim, checking both.
@@ -62,6 +83,9 @@ class Signature:
                         f"whose named dims agree"
                     )
             batches.append(shape[:lead])
+        if all(batch == batches[0] for batch in batches):
+            # The usual case, and np.broadcast_shapes costs microseconds on every call.
+            return (batches[0] if batches else ()), sizes
         try:
             return tuple(np.broadcast_shapes(*batches)), sizes
         except ValueError:
@@ -111,54 +135,80 @@ def loop(
     arrays: Sequence[Any],
     config: dict[str, Any],
     cores: Sequence[tuple[str, ...]] | None = None,
+    batch: Shape | None = None,
 ) -> Any:
     """Call ``fn`` once per batch element of ``arrays`` and stack its results.
 
     ``cores`` gives the core dims of each argument (default: the signature's inputs); arguments
-    that are not arrays pass through unchanged. Returns what ``fn`` returns (an array or a tuple
-    of arrays, None allowed for a whole output), with the batch dims in front.
+    that are not arrays pass through unchanged. ``batch`` is the broadcast batch shape when the
+    caller has bound the signature already. Returns what ``fn`` returns (an array or a tuple of
+    arrays, None allowed for a whole output), with the batch dims in front.
     """
     cores = signature.inputs if cores is None else cores
-    shapes = [np.shape(a) if isinstance(a, np.ndarray) else None for a in arrays]
-    per_signature = Signature(signature.text, tuple(cores), signature.outputs)
-    batch, _ = per_signature.bind(op, shapes)
+    if batch is None:
+        shapes = [np.shape(a) if isinstance(a, np.ndarray) else None for a in arrays]
+        batch, _ = Signature(signature.text, tuple(cores), signature.outputs).bind(op, shapes)
     if not batch:
         return fn(*arrays, **config)
     count = math.prod(batch)
-    # Every array as (count, *core): a view where it already has the whole batch, a copy where
-    # it is broadcast; then integer indexing, the cheapest NumPy offers.
-    flat: list[Any] = []
+    # Every array as (count, *core): a view (a broadcast one for an input short of batch dims;
+    # only flattening several broadcast batch dims copies). Iterating those in `map` costs less
+    # per element than any Python loop.
+    columns: list[Any] = []
     per_call = 0
     for a, core in zip(arrays, cores, strict=True):
         if not isinstance(a, np.ndarray):
-            flat.append(None)
+            columns.append(itertools.repeat(a, count))
             continue
         core_shape = a.shape[a.ndim - len(core) :]
         per_call += math.prod(core_shape)
-        if a.shape[: a.ndim - len(core)] != batch:
+        lead = a.shape[: a.ndim - len(core)]
+        if lead != batch:
             a = np.broadcast_to(a, batch + core_shape)
-        flat.append(a.reshape(count, *core_shape))
-    pairs = list(zip(flat, arrays, strict=True))
-
-    def one(i: int) -> Any:
-        return fn(*[c if f is None else f[i] for f, c in pairs], **config)
-
+        if len(batch) != 1:
+            a = a.reshape(count, *core_shape)
+        columns.append(a)
+    call = functools.partial(fn, **config) if config else fn
     # Threads pay off when each call has real work (and releases the GIL); for small core
     # shapes the hand-off costs more than the call, so those run in a plain loop.
     if per_call >= _THREADED_CALL:
-        results = parallel_map(one, range(count))
+        results = parallel_map(lambda args: call(*args), zip(*columns, strict=True))
     else:
-        results = [one(i) for i in range(count)]
+        results = list(map(call, *columns))
     if isinstance(results[0], (tuple, list)):
-        return tuple(_stack([r[k] for r in results], batch) for k in range(len(results[0])))
-    return _stack(results, batch)
+        return tuple(_stack([r[k] for r in results], batch, op, k) for k in range(len(results[0])))
+    return _stack(results, batch, op, 0)
 
 
-def _stack(parts: list[Any], batch: Shape) -> Any:
-    if any(p is None for p in parts):
-        return None
-    stacked = np.stack([np.asarray(p) for p in parts])
-    return stacked.reshape(batch + stacked.shape[1:])
+def _stack(parts: list[Any], batch: Shape, op: str, output: int) -> Any:
+    if parts[0] is None:
+        if all(part is None for part in parts):
+            return None
+    else:
+        # np.array stacks equal-shaped arrays at a third of np.stack's cost; what it cannot
+        # stack into numbers (ragged shapes, a None among arrays) is refused below.
+        try:
+            stacked = np.array(parts)
+        except ValueError:
+            stacked = None
+        if stacked is not None and stacked.dtype.kind != "O":
+            return stacked if len(batch) == 1 else stacked.reshape(batch + stacked.shape[1:])
+    first = _shape_of(parts[0])
+    ragged = next(((k, _shape_of(p)) for k, p in enumerate(parts) if _shape_of(p) != first), None)
+    if ragged is None:
+        # Equal shapes NumPy could not stack into numbers: its own result, checked downstream.
+        stacked = np.stack(parts)
+        return stacked.reshape(batch + stacked.shape[1:])
+    k, other = ragged
+    raise OutputError(
+        f'npgrad op "{op}": result {output} for batch element {k} has {other}, but element 0 '
+        f"gave {first}; expected the same shape for every batch element; return arrays shaped "
+        f"by the signature's core dims alone"
+    )
+
+
+def _shape_of(part: Any) -> str:
+    return "None" if part is None else f"shape {np.shape(part)}"
 
 
 def batch_size(batch: Shape) -> int:

@@ -13,9 +13,6 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
-from torch._functorch.pyfunctorch import (
-    retrieve_current_functorch_interpreter as _functorch_interpreter,
-)
 from torch.autograd import forward_ad
 
 from npgrad import _batch
@@ -191,20 +188,38 @@ def _transformed(op: Op, state: Call, args: Sequence[Any]) -> Any:
     without its generic machinery, which costs more than a small op.
     """
     if forward_ad._current_level < 0:
-        interpreter = _functorch_interpreter()
+        # torch's C++ interpreter, not the Python wrapper that retrieving it builds per call;
+        # popping the layer is what the wrapper's lower() does.
+        interpreter = _functorch.peek_interpreter_stack()
         if interpreter.key() == _VMAP:
             level = interpreter.level()
             values, dims = [], []
-            for value in args:
+            # In place: every input a tensor batched in front, with as many batch dims as the
+            # others, so the whole batch is one plain call (the common case, kept cheap).
+            signature = op.signature
+            in_place = signature is not None and state.slots is None
+            ranks = set()
+            for k, value in enumerate(args):
                 if isinstance(value, torch.Tensor) and _functorch.maybe_get_level(value) == level:
                     value, dim = _functorch._unwrap_batched(value, level)
+                    if in_place:
+                        ranks.add(value.dim() - len(signature.inputs[k]))  # type: ignore[union-attr]
+                        in_place = dim == 0 and not value.requires_grad
                 else:
                     dim = None
+                    in_place = False
                 values.append(value)
                 dims.append(dim)
-            with interpreter.lower():
-                size = interpreter.batch_size()  # type: ignore[attr-defined]
-                out, out_dims = run_vmap(op, state, size, dims, values)
+            layer = _functorch.pop_dynamic_layer_stack()
+            try:
+                if in_place and len(ranks) == 1 and not _transforms_active():
+                    out = run_forward(state, values)
+                    out_dims: Any = (0,) * len(out) if isinstance(out, tuple) else 0
+                else:
+                    size = _functorch.CVmapInterpreterPtr(interpreter).batchSize()
+                    out, out_dims = run_vmap(op, state, size, dims, values)
+            finally:
+                _functorch.push_dynamic_layer_stack(layer)
             if isinstance(out, tuple):
                 return tuple(_rewrap(o, d, level) for o, d in zip(out, out_dims, strict=True))
             return _rewrap(out, out_dims, level)
@@ -225,16 +240,24 @@ def run_forward(state: Call, args: Sequence[Any]) -> Any:
         for i in state.slots:
             arrays[i] = to_numpy(args[i])
     state.arrays = arrays
+    signature = op.signature
     try:
-        if op.signature is None or op.vectorized:
+        if signature is None:
             result = op.forward(*arrays, **state.config)
         else:
-            result = _batch.loop(op.forward, op.signature, op.name, arrays, state.config)
+            shapes = tuple([a.shape if isinstance(a, np.ndarray) else None for a in arrays])
+            batch, expected = signature.bind_outputs(op.name, shapes)
+            if op.vectorized:
+                result = op.forward(*arrays, **state.config)
+            else:
+                result = _batch.loop(
+                    op.forward, signature, op.name, arrays, state.config, batch=batch
+                )
     except Exception as error:
         _add_note(error, op, "forward")
         raise
-    if op.signature is not None:
-        _check_signature_shapes(op, arrays, result)
+    if signature is not None and expected is not None:
+        _check_signature_shapes(op, expected, result)
     if isinstance(result, tuple):
         state.single = False
         outputs = tuple(_output(op, k, value, state) for k, value in enumerate(result))
@@ -248,16 +271,12 @@ def run_forward(state: Call, args: Sequence[Any]) -> Any:
     return output
 
 
-def _check_signature_shapes(op: Op, arrays: Sequence[Any], result: Any) -> None:
+def _check_signature_shapes(op: Op, expected: list[tuple[int, ...]], result: Any) -> None:
     assert op.signature is not None
-    shapes = [np.shape(a) if isinstance(a, np.ndarray) else None for a in arrays]
-    batch, sizes = op.signature.bind(op.name, shapes)
-    expected = op.signature.output_shapes(batch, sizes)
-    if expected is None:
-        return
     outputs = result if isinstance(result, tuple) else (result,)
     for k, (value, shape) in enumerate(zip(outputs, expected, strict=False)):
-        got = np.shape(value)
+        # np.shape dispatches through __array_function__: a microsecond an output.
+        got = value.shape if type(value) is np.ndarray else np.shape(value)
         if got != shape:
             raise OutputError(
                 f'npgrad op "{op.name}": forward returned shape {got} at output {k}, but the '
@@ -593,6 +612,9 @@ def run_vmap(
     for a, d, rank in zip(args, dims, ranks, strict=True):
         if not isinstance(a, torch.Tensor):
             aligned.append(a)
+            continue
+        if d == 0 and rank == lead:
+            aligned.append(a)  # already in place: the common case, free of dispatcher calls
             continue
         moved = a if d is None else a.movedim(d, 0)
         batched = moved.shape[:1] if d is not None else (1,)
