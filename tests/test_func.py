@@ -177,6 +177,18 @@ def test_vmap_through_regular_autograd() -> None:
     torch.testing.assert_close(x.grad, x_ref.grad)
 
 
+def test_grad_of_vmap() -> None:
+    # vmap innermost, grad around it: the batched inputs are grad-tracked, the general rule.
+    xs, y = f64(6, 3), f64(3)
+    torch.testing.assert_close(
+        grad(lambda v: vmap(dot, in_dims=(0, None))(xs, v).sum())(y), xs.sum(0)
+    )
+    torch.testing.assert_close(
+        grad(lambda m: vmap(matvec)(m, xs[:, :3]).sum())(f64(6, 2, 3)),
+        xs[:, None, :3].expand(6, 2, 3),
+    )
+
+
 def test_vmap_over_unequal_batch_ranks_and_numbers() -> None:
     # Extra batch dims on one input, a number beside a tensor: the general vmap rule.
     a, x = f64(5, 2, 3, 4), f64(5, 4)
