@@ -355,13 +355,12 @@ def build(op: Op) -> type[torch.autograd.Function]:
             ctx.mark_non_differentiable(*frozen)
 
     def backward(ctx: Any, *grads: torch.Tensor) -> tuple[torch.Tensor | None, ...]:
-        if op.tensor_backward_fn is not None:
-            run = run_tensor_backward
-        elif _transforms_active():
-            run = run_companion_backward
-        else:
-            run = run_backward
-        return (None, *run(ctx.state, ctx.saved_tensors, grads, ctx.needs_input_grad[1:]))
+        state: Call = ctx.state
+        needs = ctx.needs_input_grad[1:]
+        if op.tensor_backward_fn is None and not _transforms_active():
+            return (None, *run_backward(state, ctx.saved_tensors, grads, needs))
+        inputs, outputs = _saved_inputs(state, ctx.saved_tensors)
+        return (None, *op_gradients(op, grads, inputs, outputs, state.config, needs, state.single))
 
     def jvp(ctx: Any, _: Any, *tangents: torch.Tensor | None) -> Any:
         return run_jvp(ctx.state, ctx.saved_tensors, tangents)
@@ -520,18 +519,7 @@ def call_numpy(
     )
 
 
-def run_companion_backward(
-    state: Call,
-    saved: Sequence[torch.Tensor],
-    grads: Sequence[torch.Tensor],
-    needs: Sequence[bool],
-) -> list[torch.Tensor | None]:
-    """Run the NumPy backward as the op's backward companion, for torch.func transforms."""
-    inputs, outputs = _saved_inputs(state, saved)
-    return companion_gradients(state.op, grads, inputs, outputs, state.config, needs, state.single)
-
-
-def companion_gradients(
+def op_gradients(
     op: Op,
     grads: Sequence[torch.Tensor],
     inputs: Sequence[Any],
@@ -540,22 +528,32 @@ def companion_gradients(
     needs: Sequence[bool],
     single: bool,
 ) -> list[torch.Tensor | None]:
-    """Return the input gradients computed by the op's backward companion (an op itself)."""
-    from npgrad import _companions
+    """Return the input gradients computed with ops, so that transforms and tracing see them.
 
-    extra = list(outputs if isinstance(outputs, tuple) else (outputs,)) if op.saves_outputs else []
-    # One dict: a companion's own config already holds these keys (its companion overrides them).
-    settings = {
-        **config,
-        _companions.N_OUTPUTS: len(grads),
-        _companions.NEEDS: tuple(needs),
-        _companions.SINGLE: single,
-    }
-    raw = op.companion("backward")(*grads, *inputs, *extra, **settings)
-    raw = raw if isinstance(raw, tuple) else (raw,)
+    A tensor backward is called as it is; a NumPy backward runs as the op's backward companion
+    (an op itself). Either way the gradients are checked, summed down and cast to the inputs.
+    """
+    if op.tensor_backward_fn is not None:
+        raw = user_gradients(op, grads, inputs, config, needs, outputs)
+    else:
+        from npgrad import _companions
+
+        extra = (
+            list(outputs if isinstance(outputs, tuple) else (outputs,)) if op.saves_outputs else []
+        )
+        # One dict: a companion's own config already holds these keys (its companion overrides
+        # them).
+        settings = {
+            **config,
+            _companions.N_OUTPUTS: len(grads),
+            _companions.NEEDS: tuple(needs),
+            _companions.SINGLE: single,
+        }
+        raw = op.companion("backward")(*grads, *inputs, *extra, **settings)
+        raw = raw if isinstance(raw, tuple) else (raw,)
     return [
         _tensor_gradient(op, i, gradient, value)
-        if needs[i] and isinstance(value, torch.Tensor)
+        if needs[i] and gradient is not None and isinstance(value, torch.Tensor)
         else None
         for i, (gradient, value) in enumerate(zip(raw, inputs, strict=True))
     ]
@@ -630,38 +628,14 @@ def _saved_inputs(state: Call, saved: Sequence[torch.Tensor]) -> tuple[list[Any]
     inputs: list[Any] = [None] * state.count if state.constants is None else list(state.constants)
     for k, i in enumerate(slots):
         inputs[i] = saved[k]
-    held = tuple(saved[len(slots) :])
-    outputs = (held[0] if state.single else held) if held else None
-    return inputs, outputs
+    return inputs, saved_outputs(saved[len(slots) :], state.single)
 
 
-def run_tensor_backward(
-    state: Call,
-    saved: Sequence[torch.Tensor],
-    grads: Sequence[torch.Tensor],
-    needs: Sequence[bool],
-) -> list[torch.Tensor | None]:
-    """Call the op's tensor backward; check, reduce and cast what it returns, differentiably."""
-    inputs, outputs = _saved_inputs(state, saved)
-    return tensor_gradients(state.op, grads, inputs, outputs, state.config, needs)
-
-
-def tensor_gradients(
-    op: Op,
-    grads: Sequence[torch.Tensor],
-    inputs: Sequence[Any],
-    outputs: Any,
-    config: dict[str, Any],
-    needs: Sequence[bool],
-) -> list[torch.Tensor | None]:
-    """Return the input gradients of the op's tensor backward, checked, reduced and cast."""
-    raw = user_gradients(op, grads, inputs, config, needs, outputs)
-    return [
-        _tensor_gradient(op, i, gradient, value)
-        if needs[i] and gradient is not None and isinstance(value, torch.Tensor)
-        else None
-        for i, (gradient, value) in enumerate(zip(raw, inputs, strict=True))
-    ]
+def saved_outputs(held: Sequence[torch.Tensor], single: bool) -> Any:
+    """Return the outputs saved after the inputs: one tensor, a tuple, or None if none were."""
+    if not held:
+        return None
+    return held[0] if single else tuple(held)
 
 
 def _tensor_gradient(op: Op, position: int, value: Any, tensor: torch.Tensor) -> torch.Tensor:
@@ -754,20 +728,24 @@ def forward_only(op: Op, inputs: tuple[Any, ...], config: dict[str, Any]) -> Any
 
 class _RefuseDoubleBackward(torch.autograd.Function):
     @staticmethod
-    def forward(name: str, *grads: torch.Tensor) -> tuple[torch.Tensor, ...]:
+    def forward(op: Op, *grads: torch.Tensor) -> tuple[torch.Tensor, ...]:
         return tuple(g.clone() for g in grads)
 
     @staticmethod
     def setup_context(ctx: Any, inputs: tuple[Any, ...], output: Any) -> None:
-        ctx.name = inputs[0]
+        ctx.op = inputs[0]
 
     @staticmethod
     def backward(ctx: Any, *grads: Any) -> Any:
-        raise NotTwiceDifferentiableError(
-            f'npgrad op "{ctx.name}": asked for a second derivative, but its backward is written '
-            f"in NumPy and is differentiable once; write the backward with npgrad ops and torch "
-            f"ops on tensors to make the op twice differentiable"
-        )
+        raise _not_twice_differentiable(ctx.op)
+
+
+def _not_twice_differentiable(op: Op) -> NotTwiceDifferentiableError:
+    return NotTwiceDifferentiableError(
+        f'npgrad op "{op.name}": asked for a second derivative, but its backward is written in '
+        f"NumPy and is differentiable once; write the backward with npgrad ops and torch ops on "
+        f"tensors (@{op.__name__}.tensor_backward) to make the op twice differentiable"
+    )
 
 
 def _refuse_double_backward(op: Op, result: list[torch.Tensor | None]) -> list[torch.Tensor | None]:
@@ -775,7 +753,7 @@ def _refuse_double_backward(op: Op, result: list[torch.Tensor | None]) -> list[t
     if not present:
         return result
     guarded = _RefuseDoubleBackward.apply(  # type: ignore[no-untyped-call]
-        op.name,
+        op,
         *[result[i].detach().requires_grad_() for i in present],  # type: ignore[union-attr]
     )
     for i, g in zip(present, guarded, strict=True):
@@ -817,12 +795,7 @@ def _input_error(op: Op, position: int, value: Any) -> InputError:
 
 def _missing_backward(op: Op, position: int) -> NpgradError:
     if op.parent is not None:
-        return NotTwiceDifferentiableError(
-            f'npgrad op "{op.parent.name}": asked for a second derivative, but its backward is '
-            f"written in NumPy and is differentiable once; write the backward with npgrad ops "
-            f"and torch ops on tensors (@{op.parent.__name__}.tensor_backward) to make the op "
-            f"twice differentiable"
-        )
+        return _not_twice_differentiable(op.parent)
     name = op.input_name(position)
     var = op.__name__
     how = (

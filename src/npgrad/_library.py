@@ -156,23 +156,18 @@ def _backward(op: Op) -> Any:
     def backward(ctx: Any, grads: list[torch.Tensor]) -> tuple[Any, ...]:
         if op.parent is not None:
             raise _function._missing_backward(op, 0)
-        saved = ctx.saved_tensors
-        inputs = list(saved[: ctx.count])
-        held = tuple(saved[ctx.count :])
-        outputs = (held[0] if ctx.single else held) if held else None
-        needs = ctx.needs_input_grad[: ctx.count]
         if not op.has_backward:
             raise MissingBackwardError(
                 f'npgrad op "{op.name}": a gradient was asked, but no backward is registered; '
                 f"register one with @{op.__name__}.backward"
             )
-        if op.tensor_backward_fn is None:
-            gradients = _function.companion_gradients(
-                op, grads, inputs, outputs, ctx.config, needs, ctx.single
-            )
-        else:
-            gradients = _function.tensor_gradients(op, grads, inputs, outputs, ctx.config, needs)
-        return tuple(gradients)
+        saved = ctx.saved_tensors
+        inputs = list(saved[: ctx.count])
+        outputs = _function.saved_outputs(saved[ctx.count :], ctx.single)
+        needs = ctx.needs_input_grad[: ctx.count]
+        return tuple(
+            _function.op_gradients(op, grads, inputs, outputs, ctx.config, needs, ctx.single)
+        )
 
     return backward
 
