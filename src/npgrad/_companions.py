@@ -32,7 +32,7 @@ def make(op: Op, kind: str) -> Op:
     forward.__name__ = f"{op.opname}_{kind}"
     forward.__qualname__ = forward.__name__
     return Op(f"{op.namespace}::{op.opname}_{kind}", forward, signature=text,
-              vectorized=True, parent=op)  # fmt: skip
+              vectorized=True, parent=op, kind=kind)  # fmt: skip
 
 
 def _backward_forward(op: Op) -> Any:
@@ -43,7 +43,7 @@ def _backward_forward(op: Op) -> Any:
         grads = args[:n_outputs]
         inputs = list(args[n_outputs : n_outputs + len(needs)])
         saved = args[n_outputs + len(needs) :]
-        outputs = (saved[0] if single else tuple(saved)) if saved else None
+        outputs = _function.saved_outputs(saved, single)
         raw = _function.user_gradients(op, grads, inputs, config, needs, outputs)
         # Every input gets an array (zeros where no gradient) of a shape known in advance: with
         # a signature, the broadcast batch and the input's core dims; without, the input's.

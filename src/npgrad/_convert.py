@@ -55,12 +55,11 @@ def to_scipy_sparse(tensor: torch.Tensor) -> Any:
             f"{tensor.layout} with {tensor.dim()} dims; convert it with .to_dense() or "
             f".to_sparse_csr() first"
         )
+    tensor = tensor.detach().cpu()
+    if tensor.layout == torch.sparse_coo:
+        tensor = tensor.coalesce()  # once: sparse_pattern finds it coalesced already
     rows, cols = sparse_pattern(tensor)
-    values = (
-        tensor.detach().cpu().coalesce().values()
-        if tensor.layout == torch.sparse_coo
-        else (tensor.detach().cpu().values())
-    )
+    values = tensor.values()
     if values.dtype in _COMPUTE_DTYPE:
         values = values.to(_COMPUTE_DTYPE[values.dtype])
     return scipy.sparse.csr_matrix((values.numpy(), (rows, cols)), shape=tuple(tensor.shape))

@@ -181,49 +181,55 @@ def _dispatch(op: Op, state: Call, args: Sequence[Any], needs_graph: bool) -> An
 
 
 def _transformed(op: Op, state: Call, args: Sequence[Any]) -> Any:
-    """Call under torch.func transforms or dual tensors: the Function's rules are needed.
-
-    When vmap is the innermost transform, its rule is applied here directly, unwrapping and
-    rewrapping the batched tensors as torch's own handling of an autograd.Function would, but
-    without its generic machinery, which costs more than a small op.
-    """
+    """Call under torch.func transforms or dual tensors: the Function's rules are needed."""
     if forward_ad._current_level < 0:
-        # torch's C++ interpreter, not the Python wrapper that retrieving it builds per call;
-        # popping the layer is what the wrapper's lower() does.
+        # torch's C++ interpreter, not the Python wrapper that retrieving it builds per call.
         interpreter = _functorch.peek_interpreter_stack()
         if interpreter.key() == _VMAP:
-            level = interpreter.level()
-            values, dims = [], []
-            # In place: every input a tensor batched in front, with as many batch dims as the
-            # others, so the whole batch is one plain call (the common case, kept cheap).
-            signature = op.signature
-            in_place = signature is not None and state.slots is None
-            ranks = set()
-            for k, value in enumerate(args):
-                if isinstance(value, torch.Tensor) and _functorch.maybe_get_level(value) == level:
-                    value, dim = _functorch._unwrap_batched(value, level)
-                    if in_place:
-                        ranks.add(value.dim() - len(signature.inputs[k]))  # type: ignore[union-attr]
-                        in_place = dim == 0 and not value.requires_grad
-                else:
-                    dim = None
-                    in_place = False
-                values.append(value)
-                dims.append(dim)
-            layer = _functorch.pop_dynamic_layer_stack()
-            try:
-                if in_place and len(ranks) == 1 and not _transforms_active():
-                    out = run_forward(state, values)
-                    out_dims: Any = (0,) * len(out) if isinstance(out, tuple) else 0
-                else:
-                    size = _functorch.CVmapInterpreterPtr(interpreter).batchSize()
-                    out, out_dims = run_vmap(op, state, size, dims, values)
-            finally:
-                _functorch.push_dynamic_layer_stack(layer)
-            if isinstance(out, tuple):
-                return tuple(_rewrap(o, d, level) for o, d in zip(out, out_dims, strict=True))
-            return _rewrap(out, out_dims, level)
+            return _vmap_innermost(op, state, args, interpreter)
     return op.function.apply(state, *args)  # type: ignore[no-untyped-call]
+
+
+def _vmap_innermost(op: Op, state: Call, args: Sequence[Any], interpreter: Any) -> Any:
+    """Apply the vmap rule directly, as torch's handling of an autograd.Function would.
+
+    Unwrap the batched tensors, run the rule one level down (popping the layer is what the
+    interpreter's ``lower()`` does), rewrap: without torch's generic machinery, which costs more
+    than a small op.
+    """
+    level = interpreter.level()
+    values, dims = [], []
+    # In place: every input a tensor batched in front with as many batch dims as the others,
+    # none needing a gradient. Then the whole batch is one plain forward, dispatched once: the
+    # common case, checked within the unwrapping loop because a vmapped small op is paid for
+    # by the microsecond.
+    signature = op.signature
+    in_place = signature is not None and state.slots is None
+    ranks = set()
+    for k, value in enumerate(args):
+        if isinstance(value, torch.Tensor) and _functorch.maybe_get_level(value) == level:
+            value, dim = _functorch._unwrap_batched(value, level)
+            if in_place:
+                ranks.add(value.dim() - len(signature.inputs[k]))  # type: ignore[union-attr]
+                in_place = dim == 0 and not value.requires_grad
+        else:
+            dim = None
+            in_place = False
+        values.append(value)
+        dims.append(dim)
+    layer = _functorch.pop_dynamic_layer_stack()
+    try:
+        if in_place and len(ranks) == 1 and not _transforms_active():
+            out = run_forward(state, values)
+            out_dims: Any = (0,) * len(out) if isinstance(out, tuple) else 0
+        else:
+            size = _functorch.CVmapInterpreterPtr(interpreter).batchSize()
+            out, out_dims = run_vmap(op, state, size, dims, values)
+    finally:
+        _functorch.push_dynamic_layer_stack(layer)
+    if isinstance(out, tuple):
+        return tuple(_rewrap(o, d, level) for o, d in zip(out, out_dims, strict=True))
+    return _rewrap(out, out_dims, level)
 
 
 def _rewrap(value: torch.Tensor, dim: int | None, level: int) -> torch.Tensor:
@@ -402,8 +408,7 @@ def run_backward(
     outputs: Any = None
     if op.saves_outputs:
         held = len(inputs) if state.slots is None else len(state.slots)
-        arrays = tuple(to_numpy(t) for t in saved[held:])
-        outputs = arrays[0] if state.single else arrays
+        outputs = saved_outputs([to_numpy(t) for t in saved[held:]], state.single)
     grad_arrays = to_numpy_all(grads)
     raw = user_gradients(op, grad_arrays, inputs, state.config, needs, outputs)
     device = state.device
@@ -442,7 +447,7 @@ def user_gradients(
             if "outputs" in op.backward_extras:
                 kwargs["outputs"] = outputs
         try:
-            if op.signature is None or op.vectorized or fn is op.tensor_backward_fn:
+            if fn is op.tensor_backward_fn:
                 raw = fn(*grads, *inputs, **kwargs)
             else:
                 raw = call_numpy(op, fn, grads, inputs, kwargs)
@@ -611,9 +616,6 @@ def run_vmap(
         if not isinstance(a, torch.Tensor):
             aligned.append(a)
             continue
-        if d == 0 and rank == lead:
-            aligned.append(a)  # already in place: the common case, free of dispatcher calls
-            continue
         moved = a if d is None else a.movedim(d, 0)
         batched = moved.shape[:1] if d is not None else (1,)
         rest = moved.shape[1:] if d is not None else moved.shape
@@ -631,8 +633,8 @@ def _saved_inputs(state: Call, saved: Sequence[torch.Tensor]) -> tuple[list[Any]
     return inputs, saved_outputs(saved[len(slots) :], state.single)
 
 
-def saved_outputs(held: Sequence[torch.Tensor], single: bool) -> Any:
-    """Return the outputs saved after the inputs: one tensor, a tuple, or None if none were."""
+def saved_outputs(held: Sequence[Any], single: bool) -> Any:
+    """Return the outputs saved after the inputs: one value, a tuple, or None if none were."""
     if not held:
         return None
     return held[0] if single else tuple(held)

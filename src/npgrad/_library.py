@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any
 
 import torch
 
-from npgrad import _function
+from npgrad import _companions, _function
 from npgrad._convert import floating_result_dtype
 from npgrad.errors import InputError, MissingBackwardError
 
@@ -62,7 +62,7 @@ def traceable(op: Op) -> bool:
     if signature is None:
         # Companions of ops without signature: gradients are shaped like the inputs, tangents
         # like the parent's outputs.
-        return op.parent is not None and (op.opname.endswith("_backward") or traceable(op.parent))
+        return op.parent is not None and (op.companion_kind == "backward" or traceable(op.parent))
     named = {name for core in signature.inputs for name in core}
     return all(name in named or name.isdigit() for core in signature.outputs for name in core)
 
@@ -94,14 +94,13 @@ def _outside_graph(op: Op, inputs: tuple[Any, ...], config: dict[str, Any]) -> A
 
 def _single(op: Op, inputs: tuple[Any, ...], config: dict[str, Any]) -> bool:
     target = op.parent or op
-    if op.parent is not None and op.opname.endswith("_backward"):
+    if op.companion_kind == "backward":
         return False
     if target.shape_fn is not None:
         shapes = [None if a is None else tuple(a.shape) for a in inputs]
         if op.parent is not None:
             shapes = shapes[len(shapes) // 2 :]
-        result = target.shape_fn(*shapes, **_parent_config(config))
-        return not any(isinstance(dim, (tuple, list, torch.Size)) for dim in result)
+        return target.shape_rule(shapes, _parent_config(config))[1]
     assert target.signature is not None
     return len(target.signature.outputs) == 1
 
@@ -121,9 +120,9 @@ def _output_shapes(op: Op, inputs: list[Any], config: dict[str, Any]) -> list[tu
     shapes = [None if a is None else tuple(a.shape) for a in inputs]
     parent = op.parent
     if parent is not None and op.signature is None:
-        if op.opname.endswith("_backward"):
-            count = len(config["_npgrad_needs"])
-            start = config["_npgrad_outputs"]
+        if op.companion_kind == "backward":
+            count = len(config[_companions.NEEDS])
+            start = config[_companions.N_OUTPUTS]
             return [s if s is not None else () for s in shapes[start : start + count]]
         found = parent.output_shapes(shapes[len(shapes) // 2 :], _parent_config(config))
     elif parent is not None:
@@ -188,8 +187,8 @@ def _schema(op: Op) -> str:
             },
             **_COMPANION_DEFAULTS,
         }
-        if op.opname.endswith("_jvp"):
-            defaults = {k: v for k, v in defaults.items() if not k.startswith("_npgrad")}
+        if op.companion_kind == "jvp":
+            defaults = _parent_config(defaults)
     for name, default in defaults.items():
         kind = _schema_type(default)
         if kind is None:
@@ -241,20 +240,24 @@ def _schema_default(value: Any) -> str:
     return repr(value)
 
 
-_COMPANION_DEFAULTS = {"_npgrad_outputs": 1, "_npgrad_needs": (True,), "_npgrad_single": True}
+_COMPANION_DEFAULTS = {
+    _companions.N_OUTPUTS: 1,
+    _companions.NEEDS: (True,),
+    _companions.SINGLE: True,
+}
 
 
 def _from_schema(op: Op, config: dict[str, Any]) -> dict[str, Any]:
     # Schema lists come back as lists (the op's defaults were tuples), and arguments equal to
     # their schema default may be left out.
     values = {key: tuple(v) if isinstance(v, list) else v for key, v in config.items()}
-    if op.parent is not None and op.opname.endswith("_backward"):
+    if op.companion_kind == "backward":
         values = {**_COMPANION_DEFAULTS, **values}
     return values
 
 
 def _parent_config(config: dict[str, Any]) -> dict[str, Any]:
-    return {key: v for key, v in config.items() if not key.startswith("_npgrad")}
+    return {key: v for key, v in config.items() if key not in _COMPANION_DEFAULTS}
 
 
 def _as_list(result: Any) -> list[torch.Tensor]:

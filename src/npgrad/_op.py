@@ -49,6 +49,7 @@ class Op:
         signature: str | None = None,
         vectorized: bool = False,
         parent: Op | None = None,
+        kind: str | None = None,
     ) -> None:
         if not isinstance(name, str) or not _NAME.match(name):
             raise DefinitionError(
@@ -101,8 +102,10 @@ class Op:
         self.vectorized = vectorized
         self.shape_fn: Callable[..., Any] | None = None
         self.jvp_fn: Callable[..., Any] | None = None
-        # The op a companion (a backward or jvp made an op, for torch.func) belongs to.
+        # The op a companion (a backward or jvp made an op, for torch.func) belongs to, and
+        # which of the two it is ("backward" or "jvp").
         self.parent = parent
+        self.companion_kind = kind
         self._companions: dict[str, Op] = {}
         self.vjps: dict[int, Callable[..., Any]] = {}
         self.vjp_extras: dict[int, frozenset[str]] = {}
@@ -241,16 +244,24 @@ class Op:
         True
         """
         if self.shape_fn is not None:
-            result = self.shape_fn(*shapes, **config)
-            # One shape is a sequence of sizes (ints, or SymInts while tracing); several shapes
-            # are a sequence of sequences.
-            if not any(isinstance(dim, (tuple, list, torch.Size)) for dim in result):
-                return [tuple(result)]
-            return [tuple(shape) for shape in result]
+            return self.shape_rule(shapes, config)[0]
         if self.signature is not None:
+            # Not the cached binding: while tracing, sizes are symbolic and must not outlive it.
             batch, sizes = self.signature.bind(self.name, shapes)
             return self.signature.output_shapes(batch, sizes)
         return None
+
+    def shape_rule(
+        self, shapes: Sequence[tuple[int, ...] | None], config: dict[str, Any]
+    ) -> tuple[list[tuple[int, ...]], bool]:
+        """Return the ``@op.shape`` rule's output shapes, and whether it gave a single shape."""
+        assert self.shape_fn is not None
+        result = self.shape_fn(*shapes, **config)
+        # One shape is a sequence of sizes (ints, or SymInts while tracing); several shapes are
+        # a sequence of sequences.
+        if not any(isinstance(dim, (tuple, list, torch.Size)) for dim in result):
+            return [tuple(result)], True
+        return [tuple(shape) for shape in result], False
 
     def _changed(self) -> None:
         # Read on every call's hot path: kept as a plain attribute, not a property.
