@@ -352,9 +352,8 @@ def test_user_exceptions_keep_their_type_and_gain_a_note(name: str) -> None:
 
     with pytest.raises(KeyError, match="no such key") as info:
         picky(torch.ones(1))
-    assert info.value.__notes__ == [
-        f'raised in the forward of npgrad op "{name}" defined at {picky.defined_at}'
-    ]
+    (note,) = info.value.__notes__
+    assert note.startswith(f'raised in the forward of npgrad op "{name}" defined at {__file__}:')
 
 
 def test_backward_exceptions_keep_their_type_and_gain_a_note(name: str) -> None:
@@ -377,8 +376,8 @@ def test_second_derivative_of_a_numpy_backward_is_refused(name: str) -> None:
     (gx,) = torch.autograd.grad(mul(x, x).sum(), (x,), create_graph=True)
     with pytest.raises(
         npgrad.NpgradError,
-        match=rf'npgrad op "{name}": asked for a second derivative, but its backward is written '
-        r"in NumPy and is differentiable once",
+        match=rf'npgrad op "{name}": asked for a second derivative, but its gradient rules are '
+        r"written in NumPy and are differentiable once",
     ):
         gx.sum().backward()
 

@@ -89,7 +89,7 @@ def correlate_channels(
 
 
 @correlate_channels.tensor_backward
-def _(
+def correlate_channels_gradients(
     grad: torch.Tensor,
     x: torch.Tensor,
     w: torch.Tensor,
@@ -267,7 +267,7 @@ def correlate_channels_backward(
     needs: tuple[bool, ...],
 ) -> tuple[torch.Tensor | None, torch.Tensor | None]:
     """Return the gradients of ``correlate_channels(x, w, padding=padding)``, as ops."""
-    return correlate_channels.tensor_backward_fn(  # type: ignore[misc]
+    return correlate_channels_gradients(
         grad, x, w, padding=padding, method=method, needs_input_grad=needs
     )
 

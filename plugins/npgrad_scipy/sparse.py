@@ -2,9 +2,10 @@
 
 ``x = spsolve(A, b)`` takes ``A`` as a torch sparse tensor (COO or CSR; a dense one works too)
 and ``b`` as a vector or a matrix of right-hand sides. The forward factorises ``A`` once
-(``splu``) and keeps the factorisation with the call, so the backward's adjoint solve
-``A^T u = g`` reuses it. Gradients: ``dL/db = u`` and ``dL/dA = -u x^T`` restricted to ``A``'s
-sparsity pattern (a sparse tensor of ``A``'s layout with ``A``'s pattern).
+(``splu``) and keeps the factorisation as a residual of the call (``@spsolve.save``), so the
+backward's adjoint solve ``A^T u = g`` reuses it. Gradients: ``dL/db = u`` and
+``dL/dA = -u x^T`` restricted to ``A``'s sparsity pattern (a sparse tensor of ``A``'s layout
+with ``A``'s pattern).
 """
 
 from __future__ import annotations
@@ -51,11 +52,18 @@ def spsolve(a: Any, b: Array) -> Array:
     >>> spsolve(a, torch.tensor([2.0, 2.0]))
     tensor([1.0000, 0.5000])
     """
+    return _solve(a, b)[0]
+
+
+@spsolve.save
+def _(a: Any, b: Array) -> tuple[Array, dict[str, Any]]:
+    x, lu = _solve(a, b)
+    return x, {"lu": lu}
+
+
+def _solve(a: Any, b: Array) -> tuple[Array, Any]:
     lu = _factorise(a)
-    if scipy.sparse.issparse(a):
-        # Kept with this call's input matrix (a fresh object per call) for the backward.
-        a.npgrad_lu = lu
-    return lu.solve(np.asarray(b, dtype=lu.U.dtype))
+    return lu.solve(np.asarray(b, dtype=lu.U.dtype)), lu
 
 
 @spsolve.backward
@@ -64,10 +72,10 @@ def _(
     a: Any,
     b: Array,
     *,
+    lu: Any,
     needs_input_grad: tuple[bool, ...],
     outputs: Array,
 ) -> tuple[Any, Array]:
-    lu = getattr(a, "npgrad_lu", None) or _factorise(a)
     u = lu.solve(np.asarray(grad, dtype=lu.U.dtype), trans="T")
     grad_a = None
     if needs_input_grad[0]:

@@ -1,8 +1,7 @@
 """npgrad: NumPy/SciPy forward and backward functions as first-class PyTorch ops."""
 
 from npgrad._layer import Layer
-from npgrad._op import Op, op
-from npgrad._registry import get, ops
+from npgrad._op import Op, get, op, ops
 from npgrad._threads import num_threads, parallel_map
 from npgrad.checking import CheckReport, check
 from npgrad.errors import NpgradError

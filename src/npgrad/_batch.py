@@ -136,13 +136,17 @@ def loop(
     config: dict[str, Any],
     cores: Sequence[tuple[str, ...]] | None = None,
     batch: Shape | None = None,
+    *,
+    residuals: bool = False,
 ) -> Any:
     """Call ``fn`` once per batch element of ``arrays`` and stack its results.
 
     ``cores`` gives the core dims of each argument (default: the signature's inputs); arguments
     that are not arrays pass through unchanged. ``batch`` is the broadcast batch shape when the
     caller has bound the signature already. Returns what ``fn`` returns (an array or a tuple of
-    arrays, None allowed for a whole output), with the batch dims in front.
+    arrays, None allowed for a whole output), with the batch dims in front. With ``residuals``,
+    ``fn`` returns ``(result, residuals)``, and so does the loop: the results stacked, and the
+    residuals in an object array shaped like the batch.
     """
     cores = signature.inputs if cores is None else cores
     if batch is None:
@@ -175,6 +179,15 @@ def loop(
         results = parallel_map(lambda args: call(*args), zip(*columns, strict=True))
     else:
         results = list(map(call, *columns))
+    if residuals:
+        kept = np.empty(count, dtype=object)
+        for k, (_, residual) in enumerate(results):
+            kept[k] = residual
+        return _assemble([result for result, _ in results], batch, op), kept.reshape(batch)
+    return _assemble(results, batch, op)
+
+
+def _assemble(results: list[Any], batch: Shape, op: str) -> Any:
     if isinstance(results[0], (tuple, list)):
         return tuple(_stack([r[k] for r in results], batch, op, k) for k in range(len(results[0])))
     return _stack(results, batch, op, 0)

@@ -1,95 +1,150 @@
-"""Companion ops: an op's NumPy backward and jvp, each made an op of its own.
+"""Companion ops: an op's NumPy backward and NumPy jvp, each made an op of its own.
 
-Under torch.func, gradients and tangents are computed under vmap and other transforms, where
-they arrive as wrapped tensors that NumPy cannot read. Run as npgrad ops, with the vmap rule
-every op has, they compose: ``vmap(grad(f))``, ``jacrev``, ``jacfwd``. Companions are not
-registered, and asking for their own derivative is the "differentiable once" error of their op.
+Gradients and tangents are not always computed where NumPy can see them: under torch.func they
+arrive as wrapped tensors, under batched gradients as batched ones, and with
+``create_graph=True`` they are recorded for differentiation. Run as ops, with the vmap rule,
+custom op and autograd.Function every op has, the NumPy rules compose with all of these; and the
+companion's own derivative is the op's `NotTwiceDifferentiableError`, wherever it is asked for.
+
+Each companion states what it takes:
+
+- backward ``<op>_backward(*grads, *inputs, *outputs, needs_input_grad, single_output,
+  residuals=None, **config)``: the output gradients, the op's inputs, and its outputs when a
+  rule takes them; one bool per input saying which gradients are needed; whether the op
+  returned one array rather than a tuple; the call's residuals (None: computed again by
+  ``@op.save``, as in a trace). Returns one gradient per input, zeros where none is needed, so
+  that every call has the same outputs.
+- jvp ``<op>_jvp(*tangents, *inputs, *outputs, input_count, single_output, residuals=None,
+  **config)``: one tangent per input, the inputs, the outputs when the jvp takes them. Returns
+  the output tangents.
+
+With a signature, a companion's signature is its op's core dims rearranged; companions are
+made when a backward or jvp is registered (torch.library cannot define ops during a trace) and
+are never registered by name.
 """
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 
-from npgrad import _function
+from npgrad._batch import parse
+from npgrad._convert import gradient_array
+from npgrad._dispatch import Core
+from npgrad._forward import residuals_of
+from npgrad._gradients import call_rule, saved_outputs, user_gradients
+from npgrad._rules import Rules
 
-if TYPE_CHECKING:
-    from npgrad._op import Op
-
-# Config keys of companions, named so that they cannot clash with an op's own config.
-N_OUTPUTS = "_npgrad_outputs"
-NEEDS = "_npgrad_needs"
-SINGLE = "_npgrad_single"
-
-
-def make(op: Op, kind: str) -> Op:
-    """Return a new, unregistered companion op of ``op``: "backward" or "jvp"."""
-    from npgrad._op import Op
-
-    forward = _backward_forward(op) if kind == "backward" else _jvp_forward(op)
-    text = _signature_text(op, backward=kind == "backward")
-    forward.__name__ = f"{op.opname}_{kind}"
-    forward.__qualname__ = forward.__name__
-    return Op(f"{op.namespace}::{op.opname}_{kind}", forward, signature=text,
-              vectorized=True, parent=op, kind=kind)  # fmt: skip
+_KEYWORDS = {
+    "backward": frozenset({"needs_input_grad", "single_output", "residuals"}),
+    "jvp": frozenset({"input_count", "single_output", "residuals"}),
+}
 
 
-def _backward_forward(op: Op) -> Any:
-    def forward(*args: Any, **config: Any) -> tuple[Any, ...]:
-        n_outputs = config.pop(N_OUTPUTS)
-        needs = config.pop(NEEDS)
-        single = config.pop(SINGLE)
+def refresh(parent: Core) -> None:
+    """Make, or bring up to date, the companions that the op's rules call for."""
+    rules = parent._rules
+    wanted = {"backward": rules.backward is not None or bool(rules.vjps), "jvp": rules.jvp}
+    for kind, needed in wanted.items():
+        if not needed:
+            continue
+        made = _rules(parent, kind)
+        existing = parent._companions.get(kind)
+        if existing is None:
+            parent._companions[kind] = Core(made)
+        else:
+            existing._rules = made
+
+
+def _rules(parent: Core, kind: str) -> Rules:
+    rules = parent._rules
+    forward = _backward(parent) if kind == "backward" else _jvp(parent)
+    forward.__name__ = forward.__qualname__ = f"{rules.opname}_{kind}"
+    text = _signature_text(rules, kind)
+    return Rules(
+        name=f"{rules.namespace}::{rules.opname}_{kind}",
+        forward=forward,
+        input_names=(),
+        varargs_name="args",
+        config_names=rules.config_names | _KEYWORDS[kind],
+        input_defaults=(),
+        signature=None if text is None else parse(text, rules.name),
+        vectorized=True,
+        defined_at=rules.defined_at,
+        module=rules.module,
+        kind=kind,
+        parent=rules,
+    )
+
+
+def _backward(parent: Core) -> Any:
+    def forward(
+        *args: Any,
+        needs_input_grad: tuple[bool, ...],
+        single_output: bool,
+        residuals: Any = None,
+        **config: Any,
+    ) -> tuple[Any, ...]:
+        rules = parent._rules
+        count = len(needs_input_grad)
+        n_outputs = (len(args) - count) // (2 if rules.saves_outputs else 1)
         grads = args[:n_outputs]
-        inputs = list(args[n_outputs : n_outputs + len(needs)])
-        saved = args[n_outputs + len(needs) :]
-        outputs = _function.saved_outputs(saved, single)
-        raw = _function.user_gradients(op, grads, inputs, config, needs, outputs)
+        inputs = list(args[n_outputs : n_outputs + count])
+        outputs = saved_outputs(args[n_outputs + count :], single_output)
+        if residuals is None and rules.save is not None:
+            residuals = residuals_of(rules, inputs, config)
+        raw = user_gradients(rules, grads, inputs, config, needs_input_grad, outputs, residuals)
         # Every input gets an array (zeros where no gradient) of a shape known in advance: with
         # a signature, the broadcast batch and the input's core dims; without, the input's.
-        result = []
+        signature = rules.signature
         shapes = [np.shape(value) if isinstance(value, np.ndarray) else None for value in inputs]
-        batch = () if op.signature is None else op.signature.bind(op.name, shapes)[0]
+        batch = () if signature is None else signature.bind(rules.name, shapes)[0]
+        result = []
         for i, (gradient, value) in enumerate(zip(raw, inputs, strict=True)):
+            shape = np.shape(value)
+            if signature is not None:
+                shape = batch + shape[len(shape) - len(signature.inputs[i]) :]
             if gradient is None:
-                core = np.shape(value)
-                if op.signature is not None:
-                    core = core[len(core) - len(op.signature.inputs[i]) :]
-                result.append(np.zeros(batch + core))
-            elif op.signature is None:
-                result.append(_function.gradient_array(op, i, gradient, np.shape(value)))
+                result.append(np.zeros(shape))
             else:
-                result.append(np.asarray(gradient))
+                # Checked here, where it is an array; without a signature, summed down too.
+                result.append(
+                    gradient_array(gradient, None if signature else shape, i, rules.describe)
+                )
         return tuple(result)
 
     return forward
 
 
-def _jvp_forward(op: Op) -> Any:
-    def forward(*args: Any, **config: Any) -> Any:
-        n = len(args) // 2
-        return _function.call_numpy(op, op.jvp_fn, args[:n], args[n:], config, jvp=True)
+def _jvp(parent: Core) -> Any:
+    def forward(
+        *args: Any, input_count: int, single_output: bool, residuals: Any = None, **config: Any
+    ) -> Any:
+        rules = parent._rules
+        assert rules.jvp is not None
+        tangents = args[:input_count]
+        inputs = args[input_count : 2 * input_count]
+        outputs = saved_outputs(args[2 * input_count :], single_output)
+        if residuals is None and rules.save is not None:
+            residuals = residuals_of(rules, inputs, config)
+        return call_rule(
+            rules, rules.jvp, tangents, inputs, config, None, outputs, residuals, jvp=True
+        )
 
     return forward
 
 
-def signature(op: Op, kind: str) -> Any:
-    """Return the companion's signature: the parent's core dims, rearranged (None without)."""
-    from npgrad._batch import parse
-
-    text = _signature_text(op, backward=kind == "backward")
-    return None if text is None else parse(text, op.name)
-
-
-def _signature_text(op: Op, *, backward: bool) -> str | None:
-    if op.signature is None:
+def _signature_text(rules: Rules, kind: str) -> str | None:
+    if rules.signature is None:
         return None
 
     def text(groups: tuple[tuple[str, ...], ...]) -> str:
         return ",".join(f"({','.join(group)})" for group in groups)
 
-    inputs, outputs = op.signature.inputs, op.signature.outputs
-    if backward:
-        extra = outputs if op.saves_outputs else ()
+    inputs, outputs = rules.signature.inputs, rules.signature.outputs
+    if kind == "backward":
+        extra = outputs if rules.saves_outputs else ()
         return f"{text(outputs + inputs + extra)}->{text(inputs)}"
-    return f"{text(inputs + inputs)}->{text(outputs)}"
+    takes_outputs = rules.jvp is not None and "outputs" in rules.jvp.takes
+    return f"{text(inputs + inputs + (outputs if takes_outputs else ()))}->{text(outputs)}"

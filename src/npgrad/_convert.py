@@ -10,22 +10,31 @@ Design requirements, one place each:
 - dtype: float16 and bfloat16 are computed in float32; floating results take the promotion of the
   floating inputs; integer and bool results keep their dtype; complex values are refused.
 - device: NumPy runs on the CPU; results and gradients go back to the inputs' device.
-- shapes: a gradient shaped like a broadcast of its input is summed down to the input's shape.
+- gradients: one policy for NumPy and tensor backwards alike (`gradient_for`): a gradient shaped
+  like a broadcast of its input is summed down to the input's shape, any other shape is an error;
+  it is cast to the input's dtype and device, and laid out like the input (what DDP's buckets
+  expect).
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import numpy as np
 import torch
 
+from npgrad.errors import GradientError
+
 # NumPy has no bfloat16 and SciPy rarely accepts float16: both are computed in float32.
 _COMPUTE_DTYPE = {torch.float16: torch.float32, torch.bfloat16: torch.float32}
+_STRIDED = torch.strided
 
 Array = np.ndarray[Any, Any]
+# For messages about a gradient: the op's name, the rule that gave it ("backward", "tensor
+# backward", 'vjp of input "x"'), the input's name and its position.
+Where = tuple[str, str, str, int]
 
 
 def to_numpy(tensor: torch.Tensor) -> Any:
@@ -220,3 +229,104 @@ def reduction_axes(have: tuple[int, ...], shape: tuple[int, ...]) -> tuple[int, 
 
 def _squeezed(shape: tuple[int, ...]) -> tuple[int, ...]:
     return tuple(size for size in shape if size != 1)
+
+
+def gradient_for(
+    value: Any,
+    input: torch.Tensor,
+    device: torch.device | None,
+    position: int,
+    describe: Callable[[int], Where],
+) -> torch.Tensor:
+    """Return ``value`` (an ndarray or a tensor) as the gradient of input ``position``, or raise.
+
+    Checked (a real array or tensor of the input's shape or of a broadcast of it), summed down
+    to the input's shape, cast to its dtype, on its device (``device`` is None when the call ran
+    on the CPU), laid out like it. ``describe(position)`` says, for messages, which op, rule
+    and input it is.
+    """
+    if (
+        type(value) is np.ndarray
+        and device is None
+        and value.shape == input.shape
+        and value.dtype.kind == "f"
+        and value.dtype.isnative
+        and value.flags.writeable
+        and value.flags.c_contiguous
+        and input.layout is _STRIDED
+    ):
+        # The common case, inlined: a fresh CPU array of the input's shape. (Size-1 dims can
+        # make an array with a negative stride count as contiguous: torch refuses those.)
+        try:
+            gradient = torch.from_numpy(value)
+        except ValueError:
+            pass
+        else:
+            gradient = gradient if gradient.dtype == input.dtype else gradient.to(input.dtype)
+            return gradient if input.is_contiguous() else _laid_out_like(gradient, input)
+    if isinstance(value, torch.Tensor):
+        return _tensor_gradient(value, input, describe(position))
+    if input.layout is not _STRIDED:
+        return sparse_gradient(value, input)
+    reduced = gradient_array(value, tuple(input.shape), position, describe)
+    # Off the CPU, a 0-dim CPU input beside device tensors keeps its gradient on the CPU.
+    gradient = to_tensor(reduced, input.dtype, None if device is None else input.device)
+    return gradient if input.is_contiguous() else _laid_out_like(gradient, input)
+
+
+def gradient_array(
+    value: Any, shape: tuple[int, ...] | None, position: int, describe: Callable[[int], Where]
+) -> Array:
+    """Check a NumPy gradient and sum it down to ``shape`` (None: as it is), or raise."""
+    array = as_array(value)
+    problem = array_problem(array)
+    if problem is not None:
+        raise _kind_error(describe(position), problem, "an ndarray")
+    assert isinstance(array, np.ndarray)
+    if shape is None:
+        return array
+    reduced = reduce_to_shape(array, shape)
+    if reduced is None:
+        raise _shape_error(describe(position), array.shape, shape)
+    return reduced
+
+
+def _tensor_gradient(value: torch.Tensor, input: torch.Tensor, where: Where) -> torch.Tensor:
+    if value.is_complex():
+        raise _kind_error(where, f"a tensor of dtype {value.dtype}", "a real tensor")
+    if input.layout is not _STRIDED:
+        if value.layout is _STRIDED:
+            value = value.sparse_mask(input.coalesce() if input.is_sparse else input)
+        return value.to(device=input.device, dtype=input.dtype)
+    if value.shape != input.shape:
+        axes = reduction_axes(tuple(value.shape), tuple(input.shape))
+        if axes is None:
+            raise _shape_error(where, tuple(value.shape), tuple(input.shape))
+        value = (value.sum(dim=axes) if axes else value).reshape(input.shape)
+    if value.dtype != input.dtype or value.device != input.device:
+        value = value.to(device=input.device, dtype=input.dtype)
+    return _laid_out_like(value, input)
+
+
+def _laid_out_like(gradient: torch.Tensor, input: torch.Tensor) -> torch.Tensor:
+    if gradient.stride() == input.stride():
+        return gradient
+    return torch.empty_like(input).copy_(gradient)
+
+
+def _kind_error(where: Where, got: str, expected: str) -> GradientError:
+    op, rule, name, position = where
+    return GradientError(
+        f'npgrad op "{op}": {rule} returned {got} as the gradient for input "{name}" '
+        f"(position {position}), expected {expected} shaped like the input; return one (or "
+        f"None for no gradient)"
+    )
+
+
+def _shape_error(where: Where, got: tuple[int, ...], shape: tuple[int, ...]) -> GradientError:
+    op, rule, name, position = where
+    return GradientError(
+        f'npgrad op "{op}": {rule} returned a gradient of shape {got} for input "{name}" '
+        f"(position {position}) of shape {shape}; return one gradient per input, shaped like "
+        f"it (or like a broadcast of it, which is summed down), or None"
+    )

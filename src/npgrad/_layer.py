@@ -43,18 +43,19 @@ class Layer(nn.Module):
         self.config: dict[str, Any] = {}
         held = set()
         for name, value in values.items():
-            if name in op.input_names:
+            if name in op._rules.input_names:
                 self._hold(name, value)
                 held.add(name)
-            elif name in op.config_names:
+            elif name in op._rules.config_names:
                 self.config[name] = value
             else:
                 raise DefinitionError(
                     f'npgrad.Layer of op "{op.name}": keyword "{name}" is neither a positional '
-                    f"input ({', '.join(op.input_names)}) nor config "
-                    f"({', '.join(sorted(op.config_names)) or 'none'}); use one of those names"
+                    f"input ({', '.join(op._rules.input_names)}) nor config "
+                    f"({', '.join(sorted(op._rules.config_names)) or 'none'}); use one of "
+                    f"those names"
                 )
-        self.free_inputs = tuple(name for name in op.input_names if name not in held)
+        self.free_inputs = tuple(name for name in op._rules.input_names if name not in held)
 
     def _hold(self, name: str, value: Any) -> None:
         if value is None:
@@ -83,7 +84,8 @@ class Layer(nn.Module):
             )
         given = dict(zip(self.free_inputs, inputs, strict=True))
         args = [
-            given[name] if name in given else getattr(self, name) for name in self.op.input_names
+            given[name] if name in given else getattr(self, name)
+            for name in self.op._rules.input_names
         ]
         return self.op(*args, **(self.config | config if config else self.config))
 

@@ -4,213 +4,241 @@ Eager calls never come here: they take the generated autograd.Function, which is
 the dispatcher. Under ``torch.compile`` and ``torch.export`` (and when an op meets tensors that
 are traced rather than real), the op is called as ``torch.ops.<namespace>.<name>``: a kernel
 running the NumPy code on real tensors, a fake implementation from the op's shape rule, and an
-autograd formula calling the op's backward companion, itself a custom op. An op whose output
-shapes are unknown (no signature naming every output dim, no ``@op.shape``), or whose config
-has no typed default, is not traceable: under ``torch.compile`` its call becomes a graph break
-and runs eagerly.
+autograd formula calling the op's backward (a NumPy backward through its companion, itself a
+custom op). An op whose output shapes are unknown (no signature naming every output dim, no
+``@op.shape``), whose config has no typed default, or whose tensor backward takes residuals, is
+not traceable: under ``torch.compile`` its call becomes a graph break and runs eagerly.
+
+A trace cannot carry residuals (`@op.save`) that are not tensors: the companion's kernel
+computes them again, through the same function, from the inputs.
 """
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+import inspect
+from typing import Any
 
 import torch
 
-from npgrad import _companions, _function
 from npgrad._convert import floating_result_dtype
-from npgrad.errors import InputError, MissingBackwardError
-
-if TYPE_CHECKING:
-    from npgrad._op import Op
+from npgrad._forward import Call
+from npgrad._gradients import companion_gradients, missing_backward, tensor_gradients
+from npgrad._rules import Rules, Runtime
+from npgrad.errors import InputError
 
 _libraries: dict[str, torch.library.Library] = {}
+# The keywords each kind of companion adds to its parent's config, with schema types.
+# (Defaults only because inductor's code for a custom op passes keyword-only arguments without
+# defaults by position.)
+_COMPANION_KEYWORDS = {
+    "backward": {"needs_input_grad": "bool[]=[]", "single_output": "bool=True"},
+    "jvp": {"input_count": "int=0", "single_output": "bool=True"},
+}
 
 
-def register(op: Op) -> str | None:
-    """Define ``op`` as a custom op; return why it cannot be, or None when it is defined."""
-    schema = _schema(op)
+def register(core: Runtime) -> str | None:
+    """Define ``core``'s op as a custom op; return why it cannot be, or None when it is."""
+    rules = core._rules
+    schema = _schema(rules)
     if schema.startswith("!"):
         return schema[1:]
-    library = _libraries.get(op.namespace)
+    library = _libraries.get(rules.namespace)
     if library is None:
-        library = _libraries[op.namespace] = torch.library.Library(  # type: ignore[no-untyped-call]
-            op.namespace, "FRAGMENT"
+        library = _libraries[rules.namespace] = torch.library.Library(  # type: ignore[no-untyped-call]
+            rules.namespace, "FRAGMENT"
         )
-    library.define(f"{op.opname}{schema}")  # type: ignore[no-untyped-call]
+    library.define(f"{rules.opname}{schema}")  # type: ignore[no-untyped-call]
 
     def kernel(*args: Any, **config: Any) -> list[torch.Tensor]:
-        inputs = tuple(args[0]) if op.varargs_name is not None else args
-        return _as_list(_function.forward_only(op, inputs, _from_schema(op, config)))
+        inputs = tuple(args[0]) if _variadic(rules) else args
+        with torch.no_grad():
+            return _as_list(core(*inputs, **_from_schema(config, rules)))
 
     for key in ("CPU", "CUDA"):
-        library.impl(op.opname, kernel, key)  # type: ignore[no-untyped-call]
-    torch.library.register_fake(op.name, _fake(op), lib=library)
+        library.impl(rules.opname, kernel, key)  # type: ignore[no-untyped-call]
+    torch.library.register_fake(rules.name, _fake(core), lib=library)
     torch.library.register_autograd(
-        op.name, _backward(op), setup_context=_setup_context(op), lib=library
+        rules.name, _backward(core), setup_context=_setup_context(core), lib=library
     )
     return None
 
 
-def traceable(op: Op) -> bool:
+def traceable(core: Runtime) -> bool:
     """Whether the op's output shapes can be known without running it."""
-    if op.library_problem is not None:
+    rules = core._rules
+    if core._library_problem is not None:
         return False
-    target = op.parent or op
-    if target.shape_fn is not None:
+    target = rules.parent or rules
+    if target.save is not None and target.tensor_backward is not None:
+        return False
+    if target.shape is not None:
         return True
-    signature = op.signature
+    signature = rules.signature
     if signature is None:
         # Companions of ops without signature: gradients are shaped like the inputs, tangents
         # like the parent's outputs.
-        return op.parent is not None and (op.companion_kind == "backward" or traceable(op.parent))
-    named = {name for core in signature.inputs for name in core}
-    return all(name in named or name.isdigit() for core in signature.outputs for name in core)
-
-
-def call(op: Op, inputs: tuple[Any, ...], config: dict[str, Any]) -> Any:
-    """Call the op through its custom op (for tracing), or eagerly outside the graph."""
-    if not traceable(op) or not all(isinstance(a, torch.Tensor) or a is None for a in inputs):
-        if torch.compiler.is_compiling():
-            return _outside_graph(op, inputs, config)
-        raise InputError(
-            f'npgrad op "{op.name}" met traced tensors (torch.compile, torch.export, fake '
-            f"tensors) but cannot be traced: "
-            f"{op.library_problem or 'its output shapes are unknown'}; give it a signature "
-            f"naming every output dim or an @{op.__name__}.shape rule, and typed config defaults"
+        return rules.parent is not None and (
+            rules.kind == "backward" or target.signature is not None
         )
-    library_op = getattr(getattr(torch.ops, op.namespace), op.opname).default
-    args = (list(inputs),) if op.varargs_name is not None else inputs
-    result = library_op(*args, **config)
-    if _single(op, inputs, config):
+    named = {name for core_dims in signature.inputs for name in core_dims}
+    return all(name in named or name.isdigit() for dims in signature.outputs for name in dims)
+
+
+def call(core: Runtime, inputs: tuple[Any, ...], config: dict[str, Any]) -> Any:
+    """Call the op through its custom op (for tracing), or eagerly outside the graph."""
+    rules = core._rules
+    if not traceable(core) or not all(isinstance(a, torch.Tensor) or a is None for a in inputs):
+        if torch.compiler.is_compiling():
+            return _outside_graph(core, inputs, config)
+        raise InputError(
+            f'npgrad op "{rules.name}" met traced tensors (torch.compile, torch.export, fake '
+            f"tensors) but cannot be traced: "
+            f"{core._library_problem or 'its output shapes are unknown'}; give it a signature "
+            f"naming every output dim or an @{rules.variable}.shape rule, and typed config "
+            f"defaults"
+        )
+    library_op = getattr(getattr(torch.ops, rules.namespace), rules.opname).default
+    args = (list(inputs),) if _variadic(rules) else inputs
+    # Residuals are Python objects no schema holds: the companion's kernel computes them again.
+    typed = {key: value for key, value in config.items() if key != "residuals"}
+    result = library_op(*args, **typed)
+    if _single(rules, inputs, typed):
         return result[0]
     return tuple(result)
 
 
 @torch._dynamo.disable  # type: ignore[untyped-decorator]
-def _outside_graph(op: Op, inputs: tuple[Any, ...], config: dict[str, Any]) -> Any:
+def _outside_graph(core: Runtime, inputs: tuple[Any, ...], config: dict[str, Any]) -> Any:
     # A graph break: Dynamo runs this call eagerly, on real tensors.
-    return _function.call(op, inputs, config)
+    return core(*inputs, **config)
 
 
-def _single(op: Op, inputs: tuple[Any, ...], config: dict[str, Any]) -> bool:
-    target = op.parent or op
-    if op.companion_kind == "backward":
+def _variadic(rules: Rules) -> bool:
+    return rules.varargs_name is not None
+
+
+def _single(rules: Rules, inputs: tuple[Any, ...], config: dict[str, Any]) -> bool:
+    target = rules.parent or rules
+    if rules.kind == "backward":
         return False
-    if target.shape_fn is not None:
+    if target.shape is not None:
         shapes = [None if a is None else tuple(a.shape) for a in inputs]
-        if op.parent is not None:
-            shapes = shapes[len(shapes) // 2 :]
+        if rules.parent is not None:
+            count = config["input_count"]
+            shapes = shapes[count : 2 * count]
         return target.shape_rule(shapes, _parent_config(config))[1]
     assert target.signature is not None
     return len(target.signature.outputs) == 1
 
 
-def _fake(op: Op) -> Any:
+def _fake(core: Runtime) -> Any:
+    rules = core._rules
+
     def fake(*args: Any, **config: Any) -> list[torch.Tensor]:
-        inputs = list(args[0]) if op.varargs_name is not None else list(args)
+        inputs = list(args[0]) if _variadic(rules) else list(args)
         tensors = [a for a in inputs if isinstance(a, torch.Tensor)]
-        shapes = _output_shapes(op, inputs, _from_schema(op, config))
+        shapes = _output_shapes(core._rules, inputs, _from_schema(config, rules))
         dtype = floating_result_dtype(tensors)
         return [tensors[0].new_empty(shape, dtype=dtype) for shape in shapes]
 
     return fake
 
 
-def _output_shapes(op: Op, inputs: list[Any], config: dict[str, Any]) -> list[tuple[int, ...]]:
+def _output_shapes(
+    rules: Rules, inputs: list[Any], config: dict[str, Any]
+) -> list[tuple[int, ...]]:
     shapes = [None if a is None else tuple(a.shape) for a in inputs]
-    parent = op.parent
-    if parent is not None and op.signature is None:
-        if op.companion_kind == "backward":
-            count = len(config[_companions.NEEDS])
-            start = config[_companions.N_OUTPUTS]
+    parent = rules.parent
+    if parent is not None and rules.signature is None:
+        if rules.kind == "backward":
+            count = len(config["needs_input_grad"])
+            start = (len(shapes) - count) // (2 if parent.saves_outputs else 1)
             return [s if s is not None else () for s in shapes[start : start + count]]
-        found = parent.output_shapes(shapes[len(shapes) // 2 :], _parent_config(config))
+        count = config["input_count"]
+        found = parent.output_shapes(shapes[count : 2 * count], _parent_config(config))
     elif parent is not None:
-        found = op.output_shapes(shapes, {})
+        found = rules.output_shapes(shapes, {})
     else:
-        found = op.output_shapes(shapes, config)
+        found = rules.output_shapes(shapes, config)
     if found is None:
-        raise InputError(f'npgrad op "{op.name}": output shapes unknown for inputs {shapes}')
+        raise InputError(f'npgrad op "{rules.name}": output shapes unknown for inputs {shapes}')
     return found
 
 
-def _setup_context(op: Op) -> Any:
+def _setup_context(core: Runtime) -> Any:
+    rules = core._rules
+
     def setup_context(
         ctx: Any,
         inputs: tuple[Any, ...],
         output: Any,
         keyword_only_inputs: dict[str, Any] | None = None,
     ) -> None:
-        values = list(inputs[0]) if op.varargs_name is not None else list(inputs)
-        ctx.count = len(values)
-        ctx.config = _from_schema(op, keyword_only_inputs or {})
-        ctx.single = len(output) == 1
-        saved = values + (list(output) if op.saves_outputs else [])
-        ctx.save_for_backward(*saved)
+        values = list(inputs[0]) if _variadic(rules) else list(inputs)
+        tensors = [value for value in values if isinstance(value, torch.Tensor)]
+        # The autograd formula's own record of the call, as the Function keeps one. Inputs
+        # given as None are saved as None, so every input has a place among the saved.
+        state = Call(
+            core._rules,
+            _from_schema(keyword_only_inputs or {}, rules),
+            floating_result_dtype(tensors),
+            None,
+            len(values),
+        )
+        state.single = len(output) == 1
+        ctx.state = state
+        ctx.save_for_backward(*values, *(output if core._rules.saves_outputs else ()))
 
     return setup_context
 
 
-def _backward(op: Op) -> Any:
+def _backward(core: Runtime) -> Any:
     def backward(ctx: Any, grads: list[torch.Tensor]) -> tuple[Any, ...]:
-        if op.parent is not None:
-            raise _function._missing_backward(op, 0)
-        if not op.has_backward:
-            raise MissingBackwardError(
-                f'npgrad op "{op.name}": a gradient was asked, but no backward is registered; '
-                f"register one with @{op.__name__}.backward"
-            )
+        state: Call = ctx.state
+        rules = state.rules
+        needs = ctx.needs_input_grad[: state.count]
+        if not rules.has_backward:
+            raise missing_backward(rules, next(i for i, need in enumerate(needs) if need))
         saved = ctx.saved_tensors
-        inputs = list(saved[: ctx.count])
-        outputs = _function.saved_outputs(saved[ctx.count :], ctx.single)
-        needs = ctx.needs_input_grad[: ctx.count]
-        return tuple(
-            _function.op_gradients(op, grads, inputs, outputs, ctx.config, needs, ctx.single)
-        )
+        if rules.tensor_backward is not None:
+            return tuple(tensor_gradients(state, saved, grads, needs))
+        companion = core._companions["backward"]
+        return tuple(companion_gradients(companion, state, saved, grads, needs))
 
     return backward
 
 
-def _schema(op: Op) -> str:
+def _schema(rules: Rules) -> str:
     """Return the custom op's schema, or "!" and the reason there is none."""
-    import inspect
-
     config = []
-    parameters = inspect.signature(op.forward).parameters.values()
+    target = rules.parent or rules
+    parameters = inspect.signature(target.forward).parameters.values()
     defaults = {p.name: p.default for p in parameters if p.kind is p.KEYWORD_ONLY}
-    if op.parent is not None:
-        defaults = {
-            **{
-                p.name: p.default
-                for p in inspect.signature(op.parent.forward).parameters.values()
-                if p.kind is p.KEYWORD_ONLY
-            },
-            **_COMPANION_DEFAULTS,
-        }
-        if op.companion_kind == "jvp":
-            defaults = _parent_config(defaults)
     for name, default in defaults.items():
         kind = _schema_type(default)
         if kind is None:
-            return f"!keyword config {name!r} has no default of a schema type (bool, int, " \
-                   f"float, str, or a tuple of ints or floats)"  # fmt: skip
+            return (
+                f"!keyword config {name!r} has no default of a schema type (bool, int, "
+                f"float, str, or a tuple of ints or floats)"
+            )
         config.append(f"{kind} {name}={_schema_default(default)}")
-    if op.varargs_name is not None:
-        if op.parent is None:
-            return f"!variadic inputs (*{op.varargs_name}) have no schema"
+    if rules.parent is not None:
+        config.extend(
+            f"{kind.split('=')[0]} {name}={kind.split('=')[1]}"
+            for name, kind in _COMPANION_KEYWORDS[rules.kind].items()
+        )
         positional = ["Tensor?[] args"]
+    elif rules.varargs_name is not None:
+        return f"!variadic inputs (*{rules.varargs_name}) have no schema"
     else:
+        missing = len(rules.input_names) - len(rules.input_defaults)
+        defaults_list = [object()] * missing + list(rules.input_defaults)
         positional = [
             "Tensor? " + name + "=None" if default is None else "Tensor " + name
-            for name, default in zip(op.input_names, _positional_defaults(op), strict=True)
+            for name, default in zip(rules.input_names, defaults_list, strict=True)
         ]
     keyword = ["*", *config] if config else []
     return f"({', '.join(positional + keyword)}) -> Tensor[]"
-
-
-def _positional_defaults(op: Op) -> list[Any]:
-    missing = len(op.input_names) - len(op.input_defaults)
-    return [object()] * missing + list(op.input_defaults)
 
 
 def _schema_type(value: Any) -> str | None:
@@ -240,24 +268,22 @@ def _schema_default(value: Any) -> str:
     return repr(value)
 
 
-_COMPANION_DEFAULTS = {
-    _companions.N_OUTPUTS: 1,
-    _companions.NEEDS: (True,),
-    _companions.SINGLE: True,
-}
-
-
-def _from_schema(op: Op, config: dict[str, Any]) -> dict[str, Any]:
+def _from_schema(config: dict[str, Any], rules: Rules) -> dict[str, Any]:
     # Schema lists come back as lists (the op's defaults were tuples), and arguments equal to
-    # their schema default may be left out.
+    # their schema default may be left out: the companion's own are filled in again.
     values = {key: tuple(v) if isinstance(v, list) else v for key, v in config.items()}
-    if op.companion_kind == "backward":
-        values = {**_COMPANION_DEFAULTS, **values}
+    if rules.parent is not None:
+        defaults = {"needs_input_grad": (), "single_output": True, "input_count": 0}
+        values = {
+            **{name: defaults[name] for name in _COMPANION_KEYWORDS[rules.kind]},
+            **values,
+        }
     return values
 
 
 def _parent_config(config: dict[str, Any]) -> dict[str, Any]:
-    return {key: v for key, v in config.items() if key not in _COMPANION_DEFAULTS}
+    added = {name for keywords in _COMPANION_KEYWORDS.values() for name in keywords}
+    return {key: v for key, v in config.items() if key not in added and key != "residuals"}
 
 
 def _as_list(result: Any) -> list[torch.Tensor]:

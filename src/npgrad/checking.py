@@ -64,7 +64,7 @@ def check(op: Op, *inputs: Any, **config: Any) -> CheckReport:
     'passed'
     """
     tolerances: dict[str, float] = {
-        key: config.pop(key, default) if key not in op.config_names else default
+        key: config.pop(key, default) if key not in op._rules.config_names else default
         for key, default in _TOLERANCES.items()
     }
     report = CheckReport(op.name)
@@ -85,13 +85,13 @@ def check(op: Op, *inputs: Any, **config: Any) -> CheckReport:
     report.verdicts["finite"] = "passed"
 
     if not differentiable:
-        why = "no backward" if not op.has_backward else "no floating input"
+        why = "no backward" if not op._rules.has_backward else "no floating input"
         report.verdicts["gradcheck"] = f"skipped: {why}"
         report.verdicts["gradgradcheck"] = f"skipped: {why}"
     else:
         double = _copies(inputs, torch.float64, differentiable)
         checks: dict[str, Callable[..., bool]] = {"gradcheck": torch.autograd.gradcheck}
-        if op.tensor_backward_fn is not None:
+        if op._rules.tensor_backward is not None:
             checks["gradgradcheck"] = torch.autograd.gradgradcheck
         # Sparse inputs: only their stored values are inputs, not the implicit zeros.
         sparse = any(_is_sparse(value) for value in double)
@@ -123,14 +123,15 @@ def _is_sparse(value: Any) -> bool:
 
 
 def _differentiable_positions(op: Op, inputs: tuple[Any, ...]) -> tuple[int, ...]:
-    if not op.has_backward:
+    rules = op._rules
+    if not rules.has_backward:
         return ()
     positions = []
     for i, value in enumerate(inputs):
         floating = (isinstance(value, torch.Tensor) and value.is_floating_point()) or (
             isinstance(value, np.ndarray) and value.dtype.kind == "f"
         )
-        if floating and (op.backward_kind != "vjp" or i in op.vjps):
+        if floating and (rules.backward_kind != "vjp" or i in rules.vjps):
             positions.append(i)
     return tuple(positions)
 
@@ -164,7 +165,7 @@ def _check_float32(op: Op, run: Any, inputs: tuple[Any, ...], grad: tuple[int, .
         if gradient is not None and gradient.dtype != torch.float32:
             raise CheckError(
                 f'npgrad.check of op "{op.name}": a float32 call gave the gradient of input '
-                f'"{op.input_name(i)}" dtype {gradient.dtype}; expected torch.float32'
+                f'"{op._rules.input_name(i)}" dtype {gradient.dtype}; expected torch.float32'
             )
 
 
@@ -180,7 +181,7 @@ def _stage(op: Op, stage: str, thunk: Any, positions: tuple[int, ...] = ()) -> A
         if match and int(match.group(1)) < len(positions):
             # gradcheck counts only the inputs that require grad.
             position = positions[int(match.group(1))]
-            where = f' for input "{op.input_name(position)}" (position {position})'
+            where = f' for input "{op._rules.input_name(position)}" (position {position})'
         raise CheckError(
             f'npgrad.check of op "{op.name}": {stage} failed{where}: {detail}; '
             f"fix the op's backward (or forward) so that its gradients match finite differences"

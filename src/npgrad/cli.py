@@ -9,10 +9,10 @@ import time
 import warnings
 from collections.abc import Sequence
 
-from npgrad import _registry
+from npgrad._op import get, ops
 from npgrad.checking import check
 from npgrad.errors import NpgradError, PluginWarning
-from npgrad.plugins import failed_plugins, load_plugins
+from npgrad.plugins import failed_plugins, load_plugins, plugin_of
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -61,15 +61,15 @@ def main(argv: Sequence[str] | None = None) -> int:
 def list_ops() -> int:
     """Print a table of every registered op; return 0."""
     rows = [("op", "signature", "backward", "examples", "plugin")]
-    for name in _registry.ops():
-        op = _registry.get(name)
+    for name in ops():
+        op = get(name)
         rows.append(
             (
                 name,
                 _plain_signature(op.forward),
-                op.backward_kind,
+                op._rules.backward_kind,
                 str(len(op.examples)) if op.examples else "no",
-                op.plugin,
+                plugin_of(op._rules.module),
             )
         )
     _print_table(rows)
@@ -79,12 +79,12 @@ def list_ops() -> int:
 def check_ops(names: Sequence[str]) -> int:
     """Check the examples of the named ops (all ops with examples when none); 1 on any failure."""
     try:
-        chosen = [_registry.get(name) for name in names]
+        chosen = [get(name) for name in names]
     except NpgradError as error:
         print(f"npgrad check: {error}", file=sys.stderr)
         return 2
     if not chosen:
-        chosen = [op for op in map(_registry.get, _registry.ops()) if op.examples]
+        chosen = [op for op in map(get, ops()) if op.examples]
     missing = [op.name for op in chosen if not op.examples]
     if missing:
         print(

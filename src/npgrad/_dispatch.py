@@ -1,0 +1,201 @@
+"""One call of an op: sort the inputs, then take the one path that fits.
+
+- traced tensors (``torch.compile``, ``torch.export``, fake tensors): the torch.library op;
+- torch.func transforms or forward-mode AD: the vmap rule directly when vmap is innermost,
+  else the transformable Function;
+- inputs needing gradients: the eager Function;
+- otherwise: the forward alone, with no graph;
+- torch's legacy batched tensors (batched gradients flowing backwards): the vmap rule.
+
+`Core` is an op as every layer below `npgrad.Op` sees it: its rules and what is built from them.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+import torch
+
+from npgrad import _library, _vmap
+from npgrad import _torch_internals as internals
+from npgrad._convert import array_problem, floating_result_dtype, to_tensor
+from npgrad._forward import Call, run_forward
+from npgrad._function import build
+from npgrad._rules import Rules
+from npgrad.errors import InputError
+
+# Bound once: Dynamo recognises the function itself and folds the call to True while tracing.
+_is_compiling = torch.compiler.is_compiling
+_special_mode_active = internals.special_mode_active
+_Tensor = torch.Tensor
+_Parameter = torch.nn.Parameter
+_PLAIN_TENSORS = (_Tensor, _Parameter)
+# Positional inputs passed through as they are: numbers, and None for an absent optional input.
+_CONSTANTS = (bool, int, float, np.bool_, np.integer, np.floating, type(None))
+
+
+class Core:
+    """An op's runtime: its rules, its two autograd.Functions, its companions, its custom op."""
+
+    def __init__(self, rules: Rules) -> None:
+        self._rules = rules
+        self._eager, self._function = build(self)
+        self._apply = internals.apply_without_binding(self._eager)
+        # The ops that run this op's NumPy backward and jvp (see _companions), by kind.
+        self._companions: dict[str, Core] = {}
+        self._library_problem = _register_library(self)
+
+    def __call__(self, *inputs: Any, **config: Any) -> Any:
+        if _is_compiling():
+            return _library.call(self, inputs, config)
+        return call(self, inputs, config)
+
+
+def _register_library(core: Core) -> str | None:
+    """Register ``core`` with torch.library; return why it is not traceable, or None."""
+    try:
+        return _library.register(core)
+    except Exception as error:  # a name or type torch.library refuses: eager still works
+        return f"torch.library refused it ({type(error).__name__}: {error})"
+
+
+def call(core: Core, inputs: tuple[Any, ...], config: dict[str, Any]) -> Any:
+    """Run ``core`` on ``inputs``: through its Function when a graph is needed, else directly."""
+    rules = core._rules
+    if len(inputs) != rules.arity and rules.varargs_name is None:
+        missing = len(rules.input_names) - len(inputs)
+        if 0 < missing <= len(rules.input_defaults):
+            return call(core, inputs + rules.input_defaults[-missing:], config)
+        raise InputError(
+            f'npgrad op "{rules.name}": called with {len(inputs)} positional inputs, expected '
+            f"{len(rules.input_names)} ({', '.join(rules.input_names)}); pass config as keywords"
+        )
+    # The fast case, checked with as little as possible: every input a tensor, all of one
+    # floating dtype, on one device.
+    needs_graph = False
+    dtype = device = None
+    for value in inputs:
+        kind = type(value)
+        if kind is not _Tensor and kind is not _Parameter:
+            return _call_general(core, inputs, config)
+        if dtype is None:
+            dtype = value.dtype
+            device = value.device
+        elif value.dtype is not dtype or value.device != device:
+            return _call_general(core, inputs, config)
+        if value.requires_grad:
+            needs_graph = True
+    if dtype is None or not dtype.is_floating_point:
+        return _call_general(core, inputs, config)
+    state = Call(rules, config, dtype, None if inputs[0].is_cpu else device, len(inputs))
+    if needs_graph and not _special_mode_active() and torch.is_grad_enabled():
+        return core._apply(state, *inputs)  # the common case, without _route's checks
+    return _route(core, state, inputs, needs_graph)
+
+
+def _route(core: Core, state: Call, args: Sequence[Any], needs_graph: bool) -> Any:
+    try:
+        if _special_mode_active():
+            vmap = internals.innermost_vmap()
+            if vmap is not None:
+                return _vmap.innermost(core, state, args, *vmap)
+            return core._function.apply(state, *args)  # type: ignore[no-untyped-call]
+        if needs_graph and torch.is_grad_enabled():
+            return core._apply(state, *args)
+        return run_forward(state, args)
+    except RuntimeError as error:
+        # Legacy batched tensors report no requires_grad and fail at the conversion, before
+        # any of the op's code runs: then the call is made again, unwrapped.
+        if _vmap.has_legacy_batched(args):
+            return _vmap.legacy(core, args, state.config)
+        if not internals.ENABLED and "Batching rule" in str(error):
+            raise _legacy_unsupported(state.rules) from error
+        raise
+
+
+def _call_general(core: Core, inputs: tuple[Any, ...], config: dict[str, Any]) -> Any:
+    rules = core._rules
+    if any(
+        isinstance(value, torch.Tensor) and type(value) not in _PLAIN_TENSORS for value in inputs
+    ):
+        # Fake or functional tensors: a trace (AOTAutograd, export, opcheck) is under way.
+        return _library.call(core, inputs, config)
+    args = list(inputs)
+    constants = list(inputs)
+    slots = []
+    tensors = []
+    needs_graph = False
+    for i, value in enumerate(inputs):
+        if isinstance(value, torch.Tensor):
+            tensor = value
+        elif isinstance(value, np.ndarray) and array_problem(value) is None:
+            tensor = to_tensor(value, None, None)
+            args[i] = tensor
+        elif isinstance(value, _CONSTANTS):
+            continue
+        else:
+            raise _input_error(rules, i, value)
+        if tensor.is_complex():
+            raise _input_error(rules, i, value)
+        if tensor.requires_grad:
+            needs_graph = True
+        constants[i] = None
+        slots.append(i)
+        tensors.append(tensor)
+    device = _common_device(rules, tensors)
+    state = Call(
+        rules,
+        config,
+        floating_result_dtype(tensors),
+        None if device.type == "cpu" else device,
+        len(inputs),
+        slots,
+        constants,
+    )
+    return _route(core, state, args, needs_graph)
+
+
+def _common_device(rules: Rules, tensors: list[torch.Tensor]) -> torch.device:
+    if not tensors:
+        return torch.device("cpu")
+    # As in torch, 0-dim CPU tensors (scalars) may join tensors on any device.
+    placed = [t for t in tensors if not (t.dim() == 0 and t.device.type == "cpu")]
+    devices = {t.device for t in placed}
+    if len(devices) <= 1:
+        return placed[0].device if placed else tensors[0].device
+    found = ", ".join(str(t.device) for t in tensors)
+    raise InputError(
+        f'npgrad op "{rules.name}": inputs are on different devices ({found}); expected one '
+        f"device (0-dim CPU tensors may join any); move them with .to(device) first"
+    )
+
+
+def _input_error(rules: Rules, position: int, value: Any) -> InputError:
+    name = rules.input_name(position)
+    if isinstance(value, torch.Tensor) and value.is_complex():
+        got = f"a complex tensor (dtype {value.dtype})"
+    elif isinstance(value, (complex, np.complexfloating)) or (
+        isinstance(value, np.ndarray) and value.dtype.kind == "c"
+    ):
+        got = f"a complex value ({type(value).__name__})"
+    else:
+        got = array_problem(value) or type(value).__name__
+    return InputError(
+        f'npgrad op "{rules.name}": positional input "{name}" (position {position}) is {got}; '
+        f"expected a real tensor, ndarray, number or None (complex values are not supported: "
+        f"pass real and imaginary parts as separate inputs); pass static config as a keyword "
+        f"argument"
+    )
+
+
+def _legacy_unsupported(rules: Rules) -> InputError:
+    owner = rules.parent or rules
+    return InputError(
+        f'npgrad op "{owner.name}": met torch\'s legacy batched tensors (from '
+        f"autograd.grad(is_grads_batched=True), jacobian(vectorize=True) or "
+        f"gradcheck(check_batched_grad=True)), which only torch's internals can read, and "
+        f"NPGRAD_TORCH_INTERNALS=0 turned those off; unset it, or compute the gradients one "
+        f"batch element at a time"
+    )

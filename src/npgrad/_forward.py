@@ -1,0 +1,230 @@
+"""One run of an op's forward: tensors to arrays, the user's function, arrays back to tensors.
+
+Every path of a call (plain, inside the autograd.Function, inside a custom-op kernel, under the
+vmap rule) runs the forward here, so that the conversions and checks cannot drift.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+import torch
+
+from npgrad import _batch
+from npgrad._convert import array_problem, as_array, to_numpy, to_numpy_all, to_tensor
+from npgrad._rules import Rules
+from npgrad.errors import NonFiniteError, OutputError
+
+_anomaly_enabled = torch.is_anomaly_enabled
+
+
+class Call:
+    """What one call carries from its forward to its backward; never tensors."""
+
+    __slots__ = (
+        "arrays",
+        "config",
+        "constants",
+        "count",
+        "device",
+        "dtype",
+        "residuals",
+        "rules",
+        "single",
+        "slots",
+    )
+
+    def __init__(
+        self,
+        rules: Rules,
+        config: dict[str, Any],
+        dtype: torch.dtype,
+        device: torch.device | None,
+        count: int,
+        slots: Sequence[int] | None = None,
+        constants: list[Any] | None = None,
+    ) -> None:
+        # The rules of the op as they were at the call: a registration in between changes
+        # nothing for this call's backward.
+        self.rules = rules
+        self.count = count
+        self.config = config
+        self.dtype = dtype
+        # None on the CPU, where results need no move.
+        self.device = device
+        # Positions of the tensor inputs, and the other inputs by position (None where a tensor
+        # goes); both None when every positional input is a tensor, the common fast case.
+        self.slots = slots
+        self.constants = constants
+        self.single = True
+        # What the user's forward received, kept for the backward: converting the saved tensors
+        # again would cost as much as the conversion itself. Dies with the autograd context.
+        self.arrays: Sequence[Any] = ()
+        # What @op.save returned beside the outputs: a dict, or an object array of dicts (one
+        # per batch element) for an op looped over its signature's batch dims. None without.
+        self.residuals: Any = None
+
+
+def run_forward(state: Call, args: Sequence[Any], *, keep: bool = False) -> Any:
+    """Convert the tensor inputs, run the user's forward, convert its result back.
+
+    With ``keep`` (a backward or jvp may follow), an op with ``@op.save`` runs that instead and
+    its residuals are kept in ``state``.
+    """
+    rules = state.rules
+    if state.slots is None:
+        arrays = to_numpy_all(args)
+    else:
+        arrays = list(state.constants)  # type: ignore[arg-type]
+        for i in state.slots:
+            arrays[i] = to_numpy(args[i])
+    state.arrays = arrays
+    saving = keep and rules.save is not None
+    fn = rules.save if saving else rules.forward
+    signature = rules.signature
+    expected = None
+    try:
+        if signature is None:
+            result = fn(*arrays, **state.config)  # type: ignore[misc]
+        else:
+            shapes = tuple([a.shape if isinstance(a, np.ndarray) else None for a in arrays])
+            batch, expected = signature.bind_outputs(rules.name, shapes)
+            if rules.vectorized:
+                result = fn(*arrays, **state.config)  # type: ignore[misc]
+            else:
+                result = _batch.loop(
+                    fn,  # type: ignore[arg-type]
+                    signature,
+                    rules.name,
+                    arrays,
+                    state.config,
+                    batch=batch,
+                    residuals=saving,
+                )
+        if saving:
+            result, state.residuals = split_saved(rules, result)
+    except Exception as error:
+        if rules.parent is None:  # a companion's rule adds its own note
+            add_note(error, rules, "save" if saving else "forward")
+        raise
+    if expected is not None:
+        _check_signature_shapes(rules, expected, result)
+    if isinstance(result, tuple):
+        state.single = False
+        outputs = tuple(_output(rules, k, value, state) for k, value in enumerate(result))
+        if _anomaly_enabled():
+            for k, output in enumerate(outputs):
+                check_finite(rules, output, f"output {k} of the forward")
+        return outputs
+    output = _output(rules, 0, result, state)
+    if _anomaly_enabled():
+        check_finite(rules, output, "output 0 of the forward")
+    return output
+
+
+def split_saved(rules: Rules, saved: Any) -> tuple[Any, Any]:
+    """Return the outputs and residuals of what ``@op.save`` returned, checking its form."""
+    if isinstance(saved, tuple) and len(saved) == 2:
+        outputs, residuals = saved
+        if isinstance(residuals, dict) or (
+            isinstance(residuals, np.ndarray) and residuals.dtype == object
+        ):
+            return outputs, residuals
+    got = f"a tuple of {len(saved)}" if isinstance(saved, tuple) else f"a {type(saved).__name__}"
+    raise OutputError(
+        f'npgrad op "{rules.name}": @{rules.variable}.save returned {got}; expected '
+        f"(outputs, residuals) with residuals a dict of names to values; return "
+        f"`result, {{'name': value}}`"
+    )
+
+
+def _check_signature_shapes(rules: Rules, expected: list[tuple[int, ...]], result: Any) -> None:
+    assert rules.signature is not None
+    outputs = result if isinstance(result, tuple) else (result,)
+    for k, (value, shape) in enumerate(zip(outputs, expected, strict=False)):
+        # np.shape dispatches through __array_function__: a microsecond an output.
+        got = value.shape if type(value) is np.ndarray else np.shape(value)
+        if got != shape:
+            raise OutputError(
+                f'npgrad op "{rules.name}": forward returned shape {got} at output {k}, but the '
+                f'signature "{rules.signature.text}" makes it {shape}; return core dims as the '
+                f"signature names them, or fix the signature"
+            )
+
+
+def check_finite(rules: Rules, tensor: torch.Tensor | None, what: str) -> None:
+    """Under torch's anomaly mode, refuse NaN and Inf where an op produced them.
+
+    Only real values are checked: fake tensors (a trace, which AOTAutograd runs in anomaly
+    mode) and batched ones have none to read.
+    """
+    if type(tensor) is not torch.Tensor or not tensor.is_floating_point():
+        return
+    finite = torch.isfinite(tensor)
+    try:
+        all_finite = bool(finite.all())
+    except RuntimeError:  # a batched tensor (vmap, batched gradients): no single answer
+        return
+    if not all_finite:
+        bad = int((~finite).sum())
+        raise NonFiniteError(
+            f'npgrad op "{rules.name}": {what} has {bad} NaN or Inf value(s) of '
+            f"{tensor.numel()} (found by torch.autograd.set_detect_anomaly); expected finite "
+            f"values; check the op's domain and its inputs"
+        )
+
+
+def _output(rules: Rules, index: int, value: Any, state: Call) -> torch.Tensor:
+    if type(value) is np.ndarray and value.dtype.kind == "f":
+        return to_tensor(value, state.dtype, state.device)
+    value = as_array(value)
+    problem = array_problem(value)
+    if problem is not None:
+        fix = {
+            "a NoneType": "return the result; a forward must return an ndarray or a tuple of them",
+            "a list": "return a tuple of ndarrays for several outputs, or np.asarray(...) for one",
+        }.get(
+            problem,
+            "return real (bool, integer or floating) ndarrays; split complex "
+            "results into real and imaginary parts",
+        )
+        raise OutputError(
+            f'npgrad op "{rules.name}": forward returned {problem} at output {index}, expected '
+            f"an ndarray of a real dtype; {fix}"
+        )
+    assert isinstance(value, np.ndarray)
+    dtype = state.dtype if value.dtype.kind == "f" else None
+    return to_tensor(value, dtype, state.device)
+
+
+def add_note(error: BaseException, rules: Rules, where: str) -> None:
+    """Add a note naming the op (and where in it) to an exception raised by the user's code."""
+    owner = rules.parent or rules
+    note = f'raised in the {where} of npgrad op "{owner.name}" defined at {owner.defined_at}'
+    if isinstance(error, ValueError) and "read-only" in str(error):
+        note += (
+            "; npgrad passes arrays as read-only views of the caller's tensors, so a function "
+            "cannot corrupt them: copy first (a = a.copy()) to write in place"
+        )
+    if hasattr(error, "add_note"):
+        error.add_note(note)
+
+
+def residuals_of(rules: Rules, arrays: Sequence[Any], config: dict[str, Any]) -> Any:
+    """Run ``@op.save`` on ``arrays`` again and return its residuals (the outputs are dropped).
+
+    For a trace, which cannot carry residuals that are not tensors, from forward to backward.
+    """
+    assert rules.save is not None
+    signature = rules.signature
+    try:
+        if signature is None or rules.vectorized:
+            saved = rules.save(*arrays, **config)
+        else:
+            saved = _batch.loop(rules.save, signature, rules.name, arrays, config, residuals=True)
+        return split_saved(rules, saved)[1]
+    except Exception as error:
+        add_note(error, rules, "save")
+        raise

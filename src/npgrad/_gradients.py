@@ -1,0 +1,413 @@
+"""Gradients and tangents from an op's rules, each normalised by one policy (`gradient_for`).
+
+Three ways to a gradient, chosen by the Function's backward:
+
+- `numpy_gradients`: the NumPy backward (or per-input vjps) on the arrays the forward saw. The
+  fast path, taken when nothing can differentiate the result again.
+- `tensor_gradients`: a tensor backward, called on the saved tensors; torch records it like any
+  other code, so it is differentiable to any order.
+- `companion_gradients`: the NumPy backward run as its companion op (see `_companions`), an op
+  whose own derivative raises `NotTwiceDifferentiableError` and which has a vmap rule. Taken
+  under torch.func, under batched gradients, and whenever the result may be differentiated again
+  (``create_graph=True``), so that a second derivative through NumPy is a named error wherever
+  it is asked for, never a silent zero.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import numpy as np
+import torch
+
+from npgrad import _batch
+from npgrad import _torch_internals as internals
+from npgrad._convert import gradient_for, to_numpy, to_numpy_all
+from npgrad._forward import Call, add_note, check_finite
+from npgrad._rules import FILLED, Rule, Rules
+from npgrad.errors import (
+    DefinitionError,
+    GradientError,
+    MissingBackwardError,
+    NotTwiceDifferentiableError,
+    NpgradError,
+)
+
+_anomaly_enabled = torch.is_anomaly_enabled
+
+
+def numpy_gradients(
+    state: Call,
+    saved: Sequence[torch.Tensor],
+    grads: Sequence[torch.Tensor],
+    needs: Sequence[bool],
+) -> list[torch.Tensor | None]:
+    """Call the NumPy backward on arrays; check, reduce and convert what it returns."""
+    rules = state.rules
+    inputs = state.arrays
+    outputs: Any = None
+    if rules.saves_outputs:
+        held = state.count if state.slots is None else len(state.slots)
+        outputs = saved_outputs([to_numpy(t) for t in saved[held:]], state.single)
+    raw = user_gradients(
+        rules, to_numpy_all(grads), inputs, state.config, needs, outputs, state.residuals
+    )
+    device = state.device
+    describe = rules.describe
+    result: list[torch.Tensor | None] = [None] * state.count
+    for k, i in enumerate(range(state.count) if state.slots is None else state.slots):
+        gradient = raw[i]
+        if needs[i] and gradient is not None:
+            result[i] = gradient_for(gradient, saved[k], device, i, describe)
+    if _anomaly_enabled():
+        _check_gradients(rules, result)
+    return result
+
+
+def tensor_gradients(
+    state: Call,
+    saved: Sequence[torch.Tensor],
+    grads: Sequence[torch.Tensor],
+    needs: Sequence[bool],
+) -> list[torch.Tensor | None]:
+    """Call the tensor backward on the saved tensors; check, reduce and cast what it returns."""
+    rules = state.rules
+    inputs, outputs = saved_inputs(state, saved)
+    raw = user_gradients(rules, grads, inputs, state.config, needs, outputs, state.residuals)
+    return _normalised(rules, raw, inputs, needs)
+
+
+def companion_gradients(
+    companion: Callable[..., Any],
+    state: Call,
+    saved: Sequence[torch.Tensor],
+    grads: Sequence[torch.Tensor],
+    needs: Sequence[bool],
+) -> list[torch.Tensor | None]:
+    """Run the NumPy backward as its companion op; check, reduce and cast what it returns."""
+    inputs, outputs = saved_inputs(state, saved)
+    extra = [] if outputs is None else list(outputs) if isinstance(outputs, tuple) else [outputs]
+    raw = companion(
+        *grads,
+        *inputs,
+        *extra,
+        **state.config,
+        needs_input_grad=tuple(needs),
+        single_output=state.single,
+        residuals=state.residuals,
+    )
+    return _normalised(state.rules, raw, inputs, needs)
+
+
+def _normalised(
+    rules: Rules, raw: Sequence[Any], inputs: Sequence[Any], needs: Sequence[bool]
+) -> list[torch.Tensor | None]:
+    result: list[torch.Tensor | None] = [
+        gradient_for(gradient, value, value.device, i, rules.describe)
+        if needs[i] and gradient is not None and isinstance(value, torch.Tensor)
+        else None
+        for i, (gradient, value) in enumerate(zip(raw, inputs, strict=True))
+    ]
+    if _anomaly_enabled():
+        _check_gradients(rules, result)
+    return result
+
+
+def user_gradients(
+    rules: Rules,
+    grads: Sequence[Any],
+    inputs: Sequence[Any],
+    config: dict[str, Any],
+    needs: Sequence[bool],
+    outputs: Any,
+    residuals: Any,
+) -> Sequence[Any]:
+    """Call the op's backward (or its vjps) and return one gradient per input, None allowed.
+
+    Arrays for a NumPy backward (looped over the signature's batch dims), tensors for a tensor
+    backward.
+    """
+    n = len(inputs)
+    whole = rules.backward or rules.tensor_backward
+    if whole is not None:
+        tensor = whole is rules.tensor_backward
+        try:
+            raw = call_rule(rules, whole, grads, inputs, config, needs, outputs, residuals, tensor)
+        except Exception as error:
+            add_note(error, rules, "tensor backward" if tensor else "backward")
+            raise
+        if not isinstance(raw, (tuple, list)):
+            if n == 1:
+                return (raw,)
+            raise GradientError(
+                f'npgrad op "{rules.name}": backward returned a single {type(raw).__name__} '
+                f"for {n} positional inputs ({_names(rules, n)}); return a tuple of {n} "
+                f"gradients, one per input in order, with None for an input that needs none"
+            )
+        if len(raw) != n:
+            raise GradientError(
+                f'npgrad op "{rules.name}": backward returned {len(raw)} gradients for {n} '
+                f"positional inputs ({_names(rules, n)}); return one gradient per input, in "
+                f"order, with None for an input that needs none"
+            )
+        return raw
+    gradients: list[Any] = [None] * n
+    for i in range(n):
+        if not needs[i]:
+            continue
+        vjp = rules.vjps.get(i)
+        if vjp is None:
+            raise missing_backward(rules, i)
+        try:
+            gradients[i] = call_rule(rules, vjp, grads, inputs, config, needs, outputs, residuals)
+        except Exception as error:
+            add_note(error, rules, f'vjp of input "{rules.input_name(i)}"')
+            raise
+    return gradients
+
+
+def call_rule(
+    rules: Rules,
+    rule: Rule,
+    leading: Sequence[Any],
+    inputs: Sequence[Any],
+    config: dict[str, Any],
+    needs: Sequence[bool] | None,
+    outputs: Any,
+    residuals: Any,
+    tensor: bool = False,
+    *,
+    jvp: bool = False,
+) -> Any:
+    """Call ``rule(*leading, *inputs, **config)`` with the keywords it takes filled in.
+
+    ``leading`` are output gradients, or input tangents (``jvp=True``). A NumPy rule of an op
+    with a signature is looped over the batch dims, with its saved outputs and residuals sliced
+    per batch element like the inputs.
+    """
+    fn = rule.fn
+    looped = rules.looped and not tensor
+    if rule.config_only and not looped:
+        return fn(*leading, *inputs, **config)
+    signature = rules.signature
+    kwargs = config
+    if rule.takes or rule.any_keyword:
+        kwargs = dict(config)
+        if "needs_input_grad" in rule.takes:
+            kwargs["needs_input_grad"] = tuple(needs or ())
+        if "outputs" in rule.takes:
+            kwargs["outputs"] = outputs
+    wanted = _residual_names(rules, rule, residuals)
+    if not looped:
+        if wanted:
+            kwargs = {**kwargs, **_pick(residuals, wanted)}
+        return fn(*leading, *inputs, **kwargs)
+    assert signature is not None
+    cores: list[tuple[str, ...]] = [
+        *(signature.inputs if jvp else signature.outputs),
+        *signature.inputs,
+    ]
+    args = [*leading, *inputs]
+    per_call = kwargs
+    count = len(args)
+    sliced_outputs = "outputs" in rule.takes and outputs is not None
+    if not sliced_outputs and not wanted:
+        return _batch.loop(fn, signature, rules.name, args, kwargs, cores)
+    single = not isinstance(outputs, tuple)
+    if sliced_outputs:
+        per_call = {key: value for key, value in kwargs.items() if key != "outputs"}
+        saved = (outputs,) if single else outputs
+        args.extend(saved)
+        cores.extend(signature.outputs)
+    if wanted:
+        # One dict of residuals per batch element (an object array with the forward's batch
+        # shape), or one for the whole call: a column sliced, or repeated, like an input.
+        args.append(residuals)
+        cores.append(())
+
+    def per_element(*values: Any, **keywords: Any) -> Any:
+        if sliced_outputs:
+            mine = values[count : count + len(signature.outputs)]
+            keywords["outputs"] = mine[0] if single else tuple(mine)
+        if wanted:
+            keywords.update(_pick(values[-1], wanted))
+        return fn(*values[:count], **keywords)
+
+    return _batch.loop(per_element, signature, rules.name, args, per_call, cores)
+
+
+def _residual_names(rules: Rules, rule: Rule, residuals: Any) -> frozenset[str]:
+    available = frozenset() if residuals is None else _keys(residuals)
+    missing = rule.required - FILLED - available
+    if missing:
+        raise DefinitionError(
+            f'npgrad op "{rules.name}": a gradient rule takes keyword-only parameter(s) '
+            f"{sorted(missing)}, which are neither config nor residuals "
+            f"(@{rules.variable}.save returned {sorted(available) or 'none'}); return them from "
+            f"@{rules.variable}.save, or give them defaults"
+        )
+    return available if rule.any_keyword else (rule.takes - FILLED) & available
+
+
+def _keys(residuals: Any) -> frozenset[str]:
+    if isinstance(residuals, np.ndarray):
+        return frozenset(residuals.flat[0]) if residuals.size else frozenset()
+    return frozenset(residuals)
+
+
+def _pick(residuals: Any, names: frozenset[str]) -> dict[str, Any]:
+    if isinstance(residuals, np.ndarray):
+        # A looped op's residuals, for a rule called once for the whole batch (a tensor
+        # backward): each residual as an object array of per-element values.
+        return {name: _column(residuals, name) for name in names}
+    return {name: residuals[name] for name in names}
+
+
+def _column(residuals: Any, name: str) -> Any:
+    column = np.empty(residuals.shape, dtype=object)
+    for index, entry in np.ndenumerate(residuals):
+        column[index] = entry[name]
+    return column
+
+
+def tangents(
+    companion: Callable[..., Any] | None,
+    state: Call,
+    saved: Sequence[torch.Tensor],
+    tangents: Sequence[torch.Tensor | None],
+) -> Any:
+    """Return the output tangents of a call for its input tangents (None: no tangent)."""
+    rules = state.rules
+    if rules.jvp is None and rules.tensor_backward is None:
+        raise missing_jvp(rules)
+    inputs, outputs = saved_inputs(state, saved)
+    held = [] if outputs is None else list(outputs) if isinstance(outputs, tuple) else [outputs]
+    filled = [
+        (torch.zeros_like(value) if isinstance(value, torch.Tensor) else 0.0)
+        if tangent is None
+        else tangent
+        for tangent, value in zip(tangents, inputs, strict=True)
+    ]
+    with internals.jvp_rule_scope([*inputs, *held], filled) as stripped:
+        if stripped is not None:
+            values, filled = stripped
+            inputs, held = values[: len(inputs)], values[len(inputs) :]
+            outputs = saved_outputs(held, state.single)
+        if rules.jvp is None:
+            if stripped is None:
+                raise missing_jvp(rules, derived=False)
+            return _transposed_backward(state, inputs, filled, outputs)
+        assert companion is not None
+        return companion(
+            *filled,
+            *inputs,
+            *held,
+            **state.config,
+            input_count=len(inputs),
+            single_output=state.single,
+            residuals=state.residuals,
+        )
+
+
+def _transposed_backward(
+    state: Call, inputs: Sequence[Any], tangents: Sequence[Any], outputs: Any
+) -> Any:
+    """Forward mode from a tensor backward: J t is the gradient of <backward(g), t> in g.
+
+    The backward is linear in the output gradients g: backward(g) = J^T g. So the vjp of
+    ``g -> backward(g)`` with the input tangents as cotangents is J t, exact, and made of ops
+    again (differentiable to any order).
+    """
+    rules = state.rules
+    single = not isinstance(outputs, tuple)
+    held = (outputs,) if single else outputs
+    positions = [
+        i
+        for i, value in enumerate(inputs)
+        if isinstance(value, torch.Tensor) and value.is_floating_point()
+    ]
+    needs = [i in positions for i in range(len(inputs))]
+
+    def backward(*grads: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        raw = user_gradients(rules, grads, inputs, state.config, needs, outputs, state.residuals)
+        gradients = _normalised(rules, raw, inputs, needs)
+        return tuple(_or_zeros(gradients[i], inputs[i]) for i in positions)
+
+    zeros = [torch.zeros_like(output) for output in held]
+    pullback = torch.func.vjp(backward, *zeros)[1]
+    result = pullback(tuple(tangents[i] for i in positions))
+    return result[0] if single else tuple(result)
+
+
+def _or_zeros(gradient: torch.Tensor | None, input: torch.Tensor) -> torch.Tensor:
+    return torch.zeros_like(input) if gradient is None else gradient
+
+
+def saved_inputs(state: Call, saved: Sequence[torch.Tensor]) -> tuple[list[Any], Any]:
+    """Return the inputs (tensors where saved, constants elsewhere) and any saved outputs."""
+    slots = range(state.count) if state.slots is None else state.slots
+    inputs: list[Any] = [None] * state.count if state.constants is None else list(state.constants)
+    for k, i in enumerate(slots):
+        inputs[i] = saved[k]
+    return inputs, saved_outputs(saved[len(slots) :], state.single)
+
+
+def saved_outputs(held: Sequence[Any], single: bool) -> Any:
+    """Return the outputs saved after the inputs: one value, a tuple, or None if none were."""
+    if not held:
+        return None
+    return held[0] if single else tuple(held)
+
+
+def _check_gradients(rules: Rules, gradients: Sequence[torch.Tensor | None]) -> None:
+    for i, gradient in enumerate(gradients):
+        check_finite(rules, gradient, f'the gradient for input "{rules.input_name(i)}"')
+
+
+def _names(rules: Rules, n: int) -> str:
+    return ", ".join(rules.input_name(i) for i in range(n))
+
+
+def missing_backward(rules: Rules, position: int) -> NpgradError:
+    """The error for a gradient asked of an input that has no rule for it."""
+    if rules.parent is not None:
+        return not_twice_differentiable(rules.parent)
+    name = rules.input_name(position)
+    var = rules.variable
+    how = (
+        f'@{var}.vjp("{name}")'
+        if rules.vjps
+        else f'@{var}.backward (or one per input with @{var}.vjp("{name}"))'
+    )
+    return MissingBackwardError(
+        f'npgrad op "{rules.name}": a gradient was asked for input "{name}" (position '
+        f"{position}), but no backward is registered for it; register one with {how}"
+    )
+
+
+def missing_jvp(rules: Rules, derived: bool = True) -> NpgradError:
+    """The error for forward mode asked of an op with no jvp (and no tensor backward)."""
+    if rules.parent is not None:
+        return not_twice_differentiable(rules.parent)
+    why = (
+        "needs a jvp, and none is registered; register one with "
+        f"@{rules.variable}.jvp (a tensor backward gives forward mode too)"
+        if derived
+        else "needs a jvp: forward mode from the tensor backward needs torch's internals, "
+        f"which NPGRAD_TORCH_INTERNALS=0 turned off; register one with @{rules.variable}.jvp"
+    )
+    return MissingBackwardError(
+        f'npgrad op "{rules.name}": forward-mode AD (torch.func.jvp, jacfwd, torch.func.hessian, '
+        f"forward_ad) {why}"
+    )
+
+
+def not_twice_differentiable(rules: Rules) -> NotTwiceDifferentiableError:
+    """The error for a derivative asked through an op's NumPy backward or NumPy jvp."""
+    return NotTwiceDifferentiableError(
+        f'npgrad op "{rules.name}": asked for a second derivative, but its gradient rules are '
+        f"written in NumPy and are differentiable once; write the backward with npgrad ops and "
+        f"torch ops on tensors (@{rules.variable}.tensor_backward) to make the op differentiable "
+        f"to any order"
+    )
