@@ -1,6 +1,7 @@
 """npgrad_scipy: SciPy functions as differentiable torch ops, written on npgrad's public API."""
 
 from npgrad_scipy import linalg, ndimage, signal, sparse, special
+from npgrad_scipy._demo import demo
 from npgrad_scipy.conv import (
     Conv2d,
     ScipyConv2d,
@@ -18,6 +19,7 @@ __all__ = [
     "convolve2d",
     "correlate2d",
     "correlate_channels",
+    "demo",
     "linalg",
     "ndimage",
     "scipy_conv2d",

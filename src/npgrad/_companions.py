@@ -107,6 +107,10 @@ def _backward(parent: Core) -> Any:
                 shape = batch + shape[len(shape) - len(signature.inputs[i]) :]
             if gradient is None:
                 result.append(np.zeros(shape))
+            elif hasattr(gradient, "toarray"):
+                # A scipy.sparse gradient of a sparse input: an op's outputs are dense; the
+                # policy keeps the input's pattern again.
+                result.append(gradient.toarray())
             else:
                 # Checked here, where it is an array; without a signature, summed down too.
                 result.append(

@@ -19,17 +19,18 @@ from typing import Any
 import torch
 
 from npgrad import _torch_internals as internals
+from npgrad._convert import to_numpy_all
 from npgrad._forward import Call, run_forward
 from npgrad._gradients import (
     companion_gradients,
     missing_backward,
     not_twice_differentiable,
     numpy_gradients,
-    tangents,
     tensor_gradients,
 )
 from npgrad._rules import Runtime
-from npgrad._vmap import has_legacy_batched, rule
+from npgrad._tangents import tangents
+from npgrad._vmap import rule
 
 _Tensor = torch.Tensor
 _transforms_active = internals.transforms_active
@@ -61,17 +62,12 @@ def build(core: Runtime) -> tuple[type[torch.autograd.Function], type[torch.auto
 
     def backward(ctx: Any, *grads: torch.Tensor) -> tuple[torch.Tensor | None, ...]:
         state: Call = ctx.state
-        rules = state.rules
-        if rules.backward is not None and not _transforms_active() and not _grad_enabled():
-            # The common case, inlined: a NumPy backward, its result differentiated no more.
-            try:
-                return (
-                    None,
-                    *numpy_gradients(state, ctx.saved_tensors, grads, ctx.needs_input_grad[1:]),
-                )
-            except RuntimeError:
-                if not has_legacy_batched(grads):
-                    raise
+        if state.rules.backward is not None and not _transforms_active() and not _grad_enabled():
+            # The common case, inlined: a NumPy backward whose result is not differentiated.
+            arrays = _readable(grads)
+            if arrays is not None:
+                saved, needs = ctx.saved_tensors, ctx.needs_input_grad[1:]
+                return (None, *numpy_gradients(state, saved, arrays, needs))
         return (None, *_backward(core, ctx, grads))
 
     def jvp(ctx: Any, _: Any, *input_tangents: torch.Tensor | None) -> Any:
@@ -147,12 +143,22 @@ def _backward(
             raise not_twice_differentiable(rules.parent)
         raise missing_backward(rules, next(i for i, need in enumerate(needs) if need))
     if not _transforms_active() and not (_grad_enabled() and _recorded(saved, grads)):
-        try:
-            return numpy_gradients(state, saved, grads, needs)
-        except RuntimeError:
-            if not has_legacy_batched(grads):
-                raise
+        arrays = _readable(grads)
+        if arrays is not None:
+            return numpy_gradients(state, saved, arrays, needs)
     return companion_gradients(core._companions["backward"], state, saved, grads, needs)
+
+
+def _readable(grads: tuple[torch.Tensor, ...]) -> list[Any] | None:
+    """Return the gradients as arrays, or None where NumPy cannot read them.
+
+    Batched tensors (vmap over a vjp, torch's batched gradients) and other wrapped ones fail
+    at the conversion, before any of the op's code runs: their backward runs as the companion.
+    """
+    try:
+        return to_numpy_all(grads)
+    except RuntimeError:
+        return None
 
 
 def _recorded(saved: tuple[torch.Tensor, ...], grads: tuple[torch.Tensor, ...]) -> bool:

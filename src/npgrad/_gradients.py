@@ -22,8 +22,7 @@ import numpy as np
 import torch
 
 from npgrad import _batch
-from npgrad import _torch_internals as internals
-from npgrad._convert import gradient_for, to_numpy, to_numpy_all
+from npgrad._convert import gradient_for, to_numpy
 from npgrad._forward import Call, add_note, check_finite
 from npgrad._rules import FILLED, Rule, Rules
 from npgrad.errors import (
@@ -40,19 +39,17 @@ _anomaly_enabled = torch.is_anomaly_enabled
 def numpy_gradients(
     state: Call,
     saved: Sequence[torch.Tensor],
-    grads: Sequence[torch.Tensor],
+    grads: Sequence[Any],
     needs: Sequence[bool],
 ) -> list[torch.Tensor | None]:
-    """Call the NumPy backward on arrays; check, reduce and convert what it returns."""
+    """Call the NumPy backward on arrays (``grads`` as arrays too); convert what it returns."""
     rules = state.rules
     inputs = state.arrays
     outputs: Any = None
     if rules.saves_outputs:
         held = state.count if state.slots is None else len(state.slots)
         outputs = saved_outputs([to_numpy(t) for t in saved[held:]], state.single)
-    raw = user_gradients(
-        rules, to_numpy_all(grads), inputs, state.config, needs, outputs, state.residuals
-    )
+    raw = user_gradients(rules, grads, inputs, state.config, needs, outputs, state.residuals)
     device = state.device
     describe = rules.describe
     result: list[torch.Tensor | None] = [None] * state.count
@@ -75,7 +72,7 @@ def tensor_gradients(
     rules = state.rules
     inputs, outputs = saved_inputs(state, saved)
     raw = user_gradients(rules, grads, inputs, state.config, needs, outputs, state.residuals)
-    return _normalised(rules, raw, inputs, needs)
+    return normalised(rules, raw, inputs, needs)
 
 
 def companion_gradients(
@@ -97,10 +94,10 @@ def companion_gradients(
         single_output=state.single,
         residuals=state.residuals,
     )
-    return _normalised(state.rules, raw, inputs, needs)
+    return normalised(state.rules, raw, inputs, needs)
 
 
-def _normalised(
+def normalised(
     rules: Rules, raw: Sequence[Any], inputs: Sequence[Any], needs: Sequence[bool]
 ) -> list[torch.Tensor | None]:
     result: list[torch.Tensor | None] = [
@@ -271,79 +268,6 @@ def _column(residuals: Any, name: str) -> Any:
     return column
 
 
-def tangents(
-    companion: Callable[..., Any] | None,
-    state: Call,
-    saved: Sequence[torch.Tensor],
-    tangents: Sequence[torch.Tensor | None],
-) -> Any:
-    """Return the output tangents of a call for its input tangents (None: no tangent)."""
-    rules = state.rules
-    if rules.jvp is None and rules.tensor_backward is None:
-        raise missing_jvp(rules)
-    inputs, outputs = saved_inputs(state, saved)
-    held = [] if outputs is None else list(outputs) if isinstance(outputs, tuple) else [outputs]
-    filled = [
-        (torch.zeros_like(value) if isinstance(value, torch.Tensor) else 0.0)
-        if tangent is None
-        else tangent
-        for tangent, value in zip(tangents, inputs, strict=True)
-    ]
-    with internals.jvp_rule_scope([*inputs, *held], filled) as stripped:
-        if stripped is not None:
-            values, filled = stripped
-            inputs, held = values[: len(inputs)], values[len(inputs) :]
-            outputs = saved_outputs(held, state.single)
-        if rules.jvp is None:
-            if stripped is None:
-                raise missing_jvp(rules, derived=False)
-            return _transposed_backward(state, inputs, filled, outputs)
-        assert companion is not None
-        return companion(
-            *filled,
-            *inputs,
-            *held,
-            **state.config,
-            input_count=len(inputs),
-            single_output=state.single,
-            residuals=state.residuals,
-        )
-
-
-def _transposed_backward(
-    state: Call, inputs: Sequence[Any], tangents: Sequence[Any], outputs: Any
-) -> Any:
-    """Forward mode from a tensor backward: J t is the gradient of <backward(g), t> in g.
-
-    The backward is linear in the output gradients g: backward(g) = J^T g. So the vjp of
-    ``g -> backward(g)`` with the input tangents as cotangents is J t, exact, and made of ops
-    again (differentiable to any order).
-    """
-    rules = state.rules
-    single = not isinstance(outputs, tuple)
-    held = (outputs,) if single else outputs
-    positions = [
-        i
-        for i, value in enumerate(inputs)
-        if isinstance(value, torch.Tensor) and value.is_floating_point()
-    ]
-    needs = [i in positions for i in range(len(inputs))]
-
-    def backward(*grads: torch.Tensor) -> tuple[torch.Tensor, ...]:
-        raw = user_gradients(rules, grads, inputs, state.config, needs, outputs, state.residuals)
-        gradients = _normalised(rules, raw, inputs, needs)
-        return tuple(_or_zeros(gradients[i], inputs[i]) for i in positions)
-
-    zeros = [torch.zeros_like(output) for output in held]
-    pullback = torch.func.vjp(backward, *zeros)[1]
-    result = pullback(tuple(tangents[i] for i in positions))
-    return result[0] if single else tuple(result)
-
-
-def _or_zeros(gradient: torch.Tensor | None, input: torch.Tensor) -> torch.Tensor:
-    return torch.zeros_like(input) if gradient is None else gradient
-
-
 def saved_inputs(state: Call, saved: Sequence[torch.Tensor]) -> tuple[list[Any], Any]:
     """Return the inputs (tensors where saved, constants elsewhere) and any saved outputs."""
     slots = range(state.count) if state.slots is None else state.slots
@@ -383,23 +307,6 @@ def missing_backward(rules: Rules, position: int) -> NpgradError:
     return MissingBackwardError(
         f'npgrad op "{rules.name}": a gradient was asked for input "{name}" (position '
         f"{position}), but no backward is registered for it; register one with {how}"
-    )
-
-
-def missing_jvp(rules: Rules, derived: bool = True) -> NpgradError:
-    """The error for forward mode asked of an op with no jvp (and no tensor backward)."""
-    if rules.parent is not None:
-        return not_twice_differentiable(rules.parent)
-    why = (
-        "needs a jvp, and none is registered; register one with "
-        f"@{rules.variable}.jvp (a tensor backward gives forward mode too)"
-        if derived
-        else "needs a jvp: forward mode from the tensor backward needs torch's internals, "
-        f"which NPGRAD_TORCH_INTERNALS=0 turned off; register one with @{rules.variable}.jvp"
-    )
-    return MissingBackwardError(
-        f'npgrad op "{rules.name}": forward-mode AD (torch.func.jvp, jacfwd, torch.func.hessian, '
-        f"forward_ad) {why}"
     )
 
 

@@ -107,7 +107,7 @@ def call(core: Runtime, inputs: tuple[Any, ...], config: dict[str, Any]) -> Any:
     return tuple(result)
 
 
-@torch._dynamo.disable  # type: ignore[untyped-decorator]
+@torch.compiler.disable  # type: ignore[untyped-decorator]
 def _outside_graph(core: Runtime, inputs: tuple[Any, ...], config: dict[str, Any]) -> Any:
     # A graph break: Dynamo runs this call eagerly, on real tensors.
     return core(*inputs, **config)

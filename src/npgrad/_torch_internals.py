@@ -4,8 +4,9 @@ npgrad reaches below torch's public API in three places, each for speed or for a
 API cannot express:
 
 - Mode checks: whether torch.func transforms or forward-mode AD are active, read from torch's C++
-  state (tens of nanoseconds). Fallback: assume they may be, so every call that could need them
-  goes through ``autograd.Function.apply``, which handles both itself (slower eager calls).
+  state (tens of nanoseconds). Fallback: assume they may be, so every call goes through
+  ``autograd.Function.apply``, which handles both itself (slower eager calls); a backward takes
+  the NumPy fast path only when its gradients convert to arrays and nothing records its result.
 - Function application: on torch before 2.14, ``Function.apply`` is a Python wrapper around the
   C++ ``apply``; npgrad's eager Function needs none of the wrapper's work. Fallback:
   ``Function.apply``.
@@ -39,6 +40,10 @@ def _never(_: Any) -> bool:
     return False
 
 
+def _never_active() -> bool:
+    return False
+
+
 if ENABLED:
     from torch.autograd import forward_ad
 
@@ -59,7 +64,7 @@ if ENABLED:
 
 else:
     special_mode_active = _always
-    transforms_active = _always
+    transforms_active = _never_active
     is_legacy_batched = _never
 
 

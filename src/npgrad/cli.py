@@ -12,7 +12,7 @@ from collections.abc import Sequence
 from npgrad._op import get, ops
 from npgrad.checking import check
 from npgrad.errors import NpgradError, PluginWarning
-from npgrad.plugins import failed_plugins, load_plugins, plugin_of
+from npgrad.plugins import failed_plugins, load_plugin, load_plugins, plugin_of
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -28,6 +28,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     demo = commands.add_parser(
         "demo", help="walk through PyTorch's NumPy/SciPy extension tutorial with npgrad"
     )
+    demo.add_argument(
+        "--plugin", default="scipy", help="the plugin whose demo to run (scipy, the default)"
+    )
     demo.add_argument("--steps", type=int, default=300, help="gradient-descent steps (300)")
     demo.add_argument("--seed", type=int, default=0, help="random seed (0)")
     demo.add_argument(
@@ -40,15 +43,23 @@ def main(argv: Sequence[str] | None = None) -> int:
     checker.add_argument("names", nargs="*", metavar="NAME", help="ops to check (default: all)")
     args = parser.parse_args(argv)
     if args.command == "demo":
-        from npgrad._demo import run
-
-        return run(steps=args.steps, seed=args.seed, picture=args.picture)
+        try:
+            plugin = load_plugin(args.plugin)
+        except NpgradError as error:
+            print(f"npgrad demo: {error}", file=sys.stderr)
+            return 2
+        run = getattr(plugin, "demo", None)
+        if run is None:
+            print(f"npgrad demo: plugin {args.plugin!r} has no demo", file=sys.stderr)
+            return 2
+        status: int = run(steps=args.steps, seed=args.seed, picture=args.picture)
+        return status
     with warnings.catch_warnings():
         # Reported below, in the command's own output.
         warnings.simplefilter("ignore", PluginWarning)
         load_plugins()
-    for plugin, cause in failed_plugins().items():
-        print(f"npgrad: plugin {plugin!r} failed to load ({cause})", file=sys.stderr)
+    for name, cause in failed_plugins().items():
+        print(f"npgrad: plugin {name!r} failed to load ({cause})", file=sys.stderr)
     if args.command == "list":
         return list_ops()
     status = check_ops(args.names)

@@ -16,8 +16,9 @@ import os
 import threading
 import warnings
 from importlib.metadata import entry_points
+from types import ModuleType
 
-from npgrad.errors import PluginWarning
+from npgrad.errors import PluginWarning, UnknownOpError
 
 GROUP = "npgrad.plugins"
 
@@ -56,6 +57,31 @@ def load_plugins() -> list[str]:
                 continue
             _loaded[point.name] = point.value.split(":")[0].split(".")[0]
         return sorted(_loaded)
+
+
+def load_plugin(name: str) -> ModuleType:
+    """Import the plugin registered under ``name`` (through its entry point) and return it.
+
+    Args:
+        name: the entry point's name, e.g. ``"scipy"``.
+
+    Examples:
+        >>> import npgrad.plugins
+        >>> npgrad.plugins.load_plugin("scipy").__name__
+        'npgrad_scipy'
+    """
+    found = entry_points(group=GROUP, name=name)
+    if not found:
+        installed = ", ".join(sorted(point.name for point in entry_points(group=GROUP)))
+        raise UnknownOpError(
+            f'npgrad: no plugin is registered under the name "{name}" (installed: '
+            f"{installed or 'none'}); install it, or name one of those"
+        )
+    (point,) = found
+    module: ModuleType = point.load()
+    with _lock:
+        _loaded[point.name] = point.value.split(":")[0].split(".")[0]
+    return module
 
 
 def failed_plugins() -> dict[str, str]:
