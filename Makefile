@@ -6,8 +6,13 @@ VENV := .venv
 BIN := $(VENV)/bin
 TORCH_PIN := torch==2.13.0
 STAMP := $(VENV)/.installed
+# The newest torch this project's machines can install: a CUDA build from their own disk,
+# which runs on the CPU. CI runs the suite on it too.
+LATEST_VENV := .venv-latest
+LATEST_TORCH_PIN := torch==2.14.1
+LATEST_STAMP := $(LATEST_VENV)/.installed
 
-.PHONY: demo test docs check lint bench clean
+.PHONY: demo test test-quick test-public-torch test-latest-torch docs check lint bench clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -21,9 +26,28 @@ $(STAMP): $(BIN)/python pyproject.toml
 demo: $(STAMP)
 	$(BIN)/npgrad demo
 
-# The docs build first: pytest's summary stays the last line of the output.
-test: $(STAMP) docs
+# The docs build first, and the slice with torch's internals off: pytest's summary of the
+# whole suite stays the last line of the output.
+test: $(STAMP) docs test-public-torch
 	$(BIN)/python -m pytest
+
+# The quick lane: everything but the tests marked slow (compiling, processes, benchmarks).
+test-quick: $(STAMP)
+	$(BIN)/python -m pytest -m "not slow"
+
+# npgrad with every private torch internal replaced by its public fallback.
+test-public-torch: $(STAMP)
+	NPGRAD_TORCH_INTERNALS=0 $(BIN)/python -m pytest -q -m "not slow" tests/test_torch_internals.py tests/test_gradients.py tests/test_tangents.py tests/test_vmap.py tests/test_function.py
+
+$(LATEST_STAMP): pyproject.toml
+	$(PYTHON) -m venv $(LATEST_VENV)
+	$(LATEST_VENV)/bin/python -m pip install --quiet --upgrade pip
+	$(LATEST_VENV)/bin/python -m pip install --quiet "$(LATEST_TORCH_PIN)"
+	$(LATEST_VENV)/bin/python -m pip install --quiet -e ".[test,plot]" "$(LATEST_TORCH_PIN)"
+	touch $(LATEST_STAMP)
+
+test-latest-torch: $(LATEST_STAMP)
+	$(LATEST_VENV)/bin/python -m pytest
 
 docs: $(STAMP)
 	NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs build --strict --quiet -d site
@@ -45,4 +69,4 @@ bench: $(STAMP)
 	$(BIN)/python benchmarks/import_time.py
 
 clean:
-	rm -rf $(VENV) build dist .pytest_cache .mypy_cache .ruff_cache
+	rm -rf $(VENV) $(LATEST_VENV) build dist .pytest_cache .mypy_cache .ruff_cache

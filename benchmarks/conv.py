@@ -26,10 +26,11 @@ from collections.abc import Callable
 import numpy as np
 import torch
 import torch.nn.functional as F
-from seed import ScipyConv2dFunction
 
 from npgrad_scipy import _correlate as engine
 from npgrad_scipy import conv2d, correlate2d
+
+from seed import ScipyConv2dFunction
 
 
 def best_of(fns: dict[str, Callable[[], object]], repeats: int) -> dict[str, float]:

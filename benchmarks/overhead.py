@@ -20,9 +20,10 @@ from collections.abc import Callable
 import numpy as np
 import torch
 from scipy.signal import convolve2d, correlate2d
-from seed import ScipyConv2dFunction
 
 import npgrad
+
+from seed import ScipyConv2dFunction
 
 
 @torch.library.custom_op("bench::custom_conv2d", mutates_args=())

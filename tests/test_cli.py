@@ -1,35 +1,78 @@
-"""The npgrad command line."""
+"""The npgrad command line: list, check, demo."""
 
 from __future__ import annotations
 
 import subprocess
 import sys
-from pathlib import Path
 
 import pytest
+import torch
 
+import npgrad
 from npgrad.cli import main
 
 
-def test_demo_learns_the_hidden_kernel_and_draws_it(
-    capsys: pytest.CaptureFixture[str], tmp_path: Path
-) -> None:
-    picture = tmp_path / "demo.png"
-    assert main(["demo", "--steps", "200", "--picture", str(picture)]) == 0
-    assert picture.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+def test_list_shows_every_op_with_its_plugin(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["list"]) == 0
     out = capsys.readouterr().out
-    assert "gradcheck (20x20 double input, eps=1e-6, atol=1e-4): True" in out
-    assert "npgrad.check: scipy::scipy_conv2d: finite passed, gradcheck passed" in out
-    assert "recovered: OK" in out
+    header, _rule, *rows = out.splitlines()
+    assert header.split() == ["op", "signature", "backward", "examples", "plugin"]
+    conv = next(row for row in rows if row.startswith("scipy::conv2d "))
+    assert "(input, weight, bias=None, *, mode='valid', method='auto')" in conv
+    assert conv.split()[-3:] == ["tensor", "6", "scipy"]
+    seed = next(row for row in rows if row.startswith("scipy::scipy_conv2d "))
+    assert seed.split()[-3:] == ["numpy", "1", "scipy"]
 
 
-def test_demo_fails_loudly_when_learning_fails(
-    capsys: pytest.CaptureFixture[str], tmp_path: Path
+def test_check_named_ops_prints_a_table(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["check", "scipy::scipy_conv2d", "scipy::correlate2d"]) == 0
+    captured = capsys.readouterr()
+    assert "[1/4] scipy::scipy_conv2d example 0 ... ok" in captured.err
+    assert "[4/4] scipy::correlate2d example 2 ... ok" in captured.err
+    assert "gradcheck passed, gradgradcheck passed" in captured.out
+    assert captured.out.rstrip().endswith("4 passed, 0 failed")
+
+
+def test_check_fails_on_a_wrong_op(name: str, capsys: pytest.CaptureFixture[str]) -> None:
+    @npgrad.op(name)
+    def wrong(x):
+        return x * 2
+
+    @wrong.backward
+    def _(grad, x):
+        return grad  # should be 2 * grad
+
+    wrong.example(lambda: ((torch.randn(3),), {}))
+    assert main(["check", name]) == 1
+    out = capsys.readouterr().out
+    assert f"FAILED {name} example 0: CheckError" in out
+    assert out.rstrip().endswith("0 passed, 1 failed")
+
+
+def test_check_of_an_unknown_or_example_less_op_says_so(
+    name: str, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    assert main(["demo", "--steps", "1", "--picture", str(tmp_path / "x.png")]) == 1
-    assert "FAILED: expected an error below" in capsys.readouterr().out
+    assert main(["check", "nowhere::nothing"]) == 2
+    assert 'no op is registered under the name "nowhere::nothing"' in capsys.readouterr().err
+
+    @npgrad.op(name)
+    def bare(x):
+        return x
+
+    assert main(["check", name]) == 2
+    assert f"{name} declare no example inputs" in capsys.readouterr().err
 
 
+@pytest.mark.slow
+def test_check_all_passes_on_a_fresh_process() -> None:
+    done = subprocess.run(
+        [sys.executable, "-m", "npgrad.cli", "check"], capture_output=True, text=True, timeout=600
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert " 0 failed" in done.stdout
+
+
+@pytest.mark.slow
 def test_console_script_runs() -> None:
     done = subprocess.run(
         [sys.executable, "-m", "npgrad.cli", "--help"], capture_output=True, text=True, check=True

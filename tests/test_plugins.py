@@ -87,6 +87,7 @@ def test_discovery_can_be_turned_off(site: Path, monkeypatch: pytest.MonkeyPatch
     assert "fake_off_ops" not in sys.modules
 
 
+@pytest.mark.slow
 def test_importing_npgrad_loads_no_plugin_and_no_scipy() -> None:
     code = (
         "import sys, npgrad\n"

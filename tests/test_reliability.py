@@ -99,6 +99,7 @@ def test_many_calls_do_not_grow_memory_or_leave_cycles(log_op: npgrad.Op) -> Non
     assert found == []
 
 
+@pytest.mark.slow
 def test_a_whole_model_saved_with_torch_save_loads_in_a_fresh_process(tmp_path: Path) -> None:
     from npgrad_scipy import Conv2d
 

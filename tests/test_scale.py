@@ -8,11 +8,14 @@ import sys
 from pathlib import Path
 
 import numpy as np
+import pytest
 import torch
 import torch.multiprocessing as mp
 from torch.utils.data import DataLoader, Dataset
 
 from npgrad_scipy import Conv2d, correlate2d
+
+pytestmark = pytest.mark.slow
 
 ROOT = Path(__file__).parents[1]
 

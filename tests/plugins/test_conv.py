@@ -1,4 +1,4 @@
-"""npgrad_scipy.conv: the tutorial's op and layer, against the tutorial's hand-written Function."""
+"""npgrad_scipy.conv against oracles: the tutorial's own Function, scipy.signal, F.conv2d."""
 
 from __future__ import annotations
 
@@ -6,13 +6,28 @@ from importlib.metadata import entry_points
 
 import numpy as np
 import pytest
+import scipy.signal
 import torch
-from scipy.signal import convolve2d, correlate2d
+import torch.nn.functional as F
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from torch.autograd import Function
 from torch.autograd.gradcheck import gradcheck
 
 import npgrad
-from npgrad_scipy import ScipyConv2d, scipy_conv2d
+from npgrad_scipy import (
+    Conv2d,
+    ScipyConv2d,
+    conv2d,
+    convolve2d,
+    correlate2d,
+    correlate_channels,
+    scipy_conv2d,
+)
+
+MODES = ("valid", "same", "full")
+METHODS = ("direct", "fft", "auto")
+FLOATS = (torch.float32, torch.float64)
 
 
 class ScipyConv2dFunction(Function):
@@ -21,7 +36,7 @@ class ScipyConv2dFunction(Function):
     @staticmethod
     def forward(ctx, input, filter, bias):
         input, filter, bias = input.detach(), filter.detach(), bias.detach()
-        result = correlate2d(input.numpy(), filter.numpy(), mode="valid")
+        result = scipy.signal.correlate2d(input.numpy(), filter.numpy(), mode="valid")
         result += bias.numpy()
         ctx.save_for_backward(input, filter, bias)
         return torch.as_tensor(result, dtype=input.dtype)
@@ -32,8 +47,8 @@ class ScipyConv2dFunction(Function):
         input, filter, _bias = ctx.saved_tensors
         grad_output = grad_output.numpy()
         grad_bias = np.sum(grad_output, keepdims=True)
-        grad_input = convolve2d(grad_output, filter.numpy(), mode="full")
-        grad_filter = correlate2d(input.numpy(), grad_output, mode="valid")
+        grad_input = scipy.signal.convolve2d(grad_output, filter.numpy(), mode="full")
+        grad_filter = scipy.signal.correlate2d(input.numpy(), grad_output, mode="valid")
         return (
             torch.from_numpy(grad_input),
             torch.from_numpy(grad_filter).to(torch.float),
@@ -88,3 +103,251 @@ def test_the_op_is_registered_and_the_plugin_is_an_entry_point() -> None:
     assert npgrad.get("scipy::scipy_conv2d") is scipy_conv2d
     plugins = {ep.name: ep.value for ep in entry_points(group="npgrad.plugins")}
     assert plugins.get("scipy") == "npgrad_scipy"
+
+
+MODES = ("valid", "same", "full")
+
+METHODS = ("direct", "fft", "auto")
+
+FLOATS = (torch.float32, torch.float64)
+
+
+def tolerance(dtype: torch.dtype) -> dict[str, float]:
+    return {"atol": 1e-4, "rtol": 1e-4} if dtype == torch.float32 else {"atol": 1e-9, "rtol": 1e-9}
+
+
+@st.composite
+def single_cases(draw: st.DrawFn) -> tuple[tuple[int, ...], tuple[int, int], str, str, torch.dtype]:
+    mode = draw(st.sampled_from(MODES))
+    kh, kw = draw(st.integers(1, 5)), draw(st.integers(1, 5))
+    low_h, low_w = (kh, kw) if mode == "valid" else (1, 1)
+    h, w = draw(st.integers(low_h, 12)), draw(st.integers(low_w, 12))
+    batch = draw(st.lists(st.integers(1, 3), max_size=2))
+    return (
+        (*batch, h, w),
+        (kh, kw),
+        mode,
+        draw(st.sampled_from(METHODS)),
+        draw(st.sampled_from(FLOATS)),
+    )
+
+
+@settings(max_examples=60, deadline=None)
+@given(single_cases(), st.sampled_from(["correlate2d", "convolve2d"]))
+def test_single_kernel_ops_equal_scipy(case, which: str) -> None:
+    shape, kernel, mode, method, dtype = case
+    x = torch.randn(shape, dtype=dtype)
+    w = torch.randn(kernel, dtype=dtype)
+    op, reference = {
+        "correlate2d": (correlate2d, scipy.signal.correlate2d),
+        "convolve2d": (convolve2d, scipy.signal.convolve2d),
+    }[which]
+    ours = op(x, w, mode=mode, method=method)
+    images = x.reshape(-1, *shape[-2:]).numpy()
+    expected = np.stack([reference(image, w.numpy(), mode=mode) for image in images])
+    assert ours.dtype == dtype
+    torch.testing.assert_close(
+        ours,
+        torch.from_numpy(expected.reshape(*shape[:-2], *expected.shape[-2:])),
+        **tolerance(dtype),
+    )
+
+
+@st.composite
+def conv_cases(draw: st.DrawFn) -> tuple[tuple[int, ...], tuple[int, ...], str, str, torch.dtype]:
+    mode = draw(st.sampled_from(MODES))
+    kh, kw = (
+        2 * draw(st.integers(0, 2)) + 1,
+        2 * draw(st.integers(0, 2)) + 1,
+    )  # odd: F.conv2d pads alike
+    h, w = draw(st.integers(kh, 10)), draw(st.integers(kw, 10))
+    n, c_in, c_out = draw(st.integers(1, 3)), draw(st.integers(1, 3)), draw(st.integers(1, 3))
+    return (
+        (n, c_in, h, w),
+        (c_out, c_in, kh, kw),
+        mode,
+        draw(st.sampled_from(METHODS)),
+        draw(st.sampled_from(FLOATS)),
+    )
+
+
+@settings(max_examples=60, deadline=None)
+@given(conv_cases(), st.booleans())
+def test_conv2d_equals_torch_with_the_kernel_flipped(case, with_bias: bool) -> None:
+    x_shape, w_shape, mode, method, dtype = case
+    x = torch.randn(x_shape, dtype=dtype)
+    w = torch.randn(w_shape, dtype=dtype)
+    b = torch.randn(w_shape[0], dtype=dtype) if with_bias else None
+    padding = {
+        "valid": 0,
+        "same": (w_shape[2] // 2, w_shape[3] // 2),
+        "full": (w_shape[2] - 1, w_shape[3] - 1),
+    }[mode]
+    expected = F.conv2d(x, w.flip((-2, -1)), b, padding=padding)
+    torch.testing.assert_close(
+        conv2d(x, w, b, mode=mode, method=method), expected, **tolerance(dtype)
+    )
+
+
+@pytest.mark.parametrize("kernel", [(2, 2), (2, 3), (4, 1)])
+@pytest.mark.parametrize("mode", MODES)
+def test_conv2d_even_kernels_follow_scipy(kernel, mode: str) -> None:
+    x = torch.randn(2, 3, 7, 6, dtype=torch.float64)
+    w = torch.randn(4, 3, *kernel, dtype=torch.float64)
+    expected = np.zeros((2, 4, *scipy.signal.convolve2d(x[0, 0], w[0, 0], mode=mode).shape))
+    for n in range(2):
+        for o in range(4):
+            for c in range(3):
+                expected[n, o] += scipy.signal.convolve2d(x[n, c], w[o, c], mode=mode)
+    for method in ("direct", "fft"):
+        torch.testing.assert_close(
+            conv2d(x, w, mode=mode, method=method), torch.from_numpy(expected)
+        )
+
+
+@pytest.mark.parametrize("method", ["direct", "fft"])
+@pytest.mark.parametrize("mode", MODES)
+def test_gradcheck_and_gradgradcheck_every_mode_and_method(mode: str, method: str) -> None:
+    kernel = (2, 3) if mode == "same" else (3, 3)
+    x = torch.randn(2, 2, 5, 6, dtype=torch.float64, requires_grad=True)
+    w = torch.randn(3, 2, *kernel, dtype=torch.float64, requires_grad=True)
+    b = torch.randn(3, dtype=torch.float64, requires_grad=True)
+
+    def layer(x: torch.Tensor, w: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+        return conv2d(x, w, b, mode=mode, method=method)
+
+    assert torch.autograd.gradcheck(layer, (x, w, b))
+    assert torch.autograd.gradgradcheck(layer, (x, w, b))
+    images = torch.randn(2, 5, 6, dtype=torch.float64, requires_grad=True)
+    k = torch.randn(*kernel, dtype=torch.float64, requires_grad=True)
+    for op in (correlate2d, convolve2d):
+
+        def single(a: torch.Tensor, b: torch.Tensor, op=op) -> torch.Tensor:
+            return op(a, b, mode=mode, method=method)
+
+        assert torch.autograd.gradcheck(single, (images, k))
+        assert torch.autograd.gradgradcheck(single, (images, k))
+
+
+def test_hessian_vector_product_through_conv2d() -> None:
+    x = torch.randn(1, 2, 6, 6, dtype=torch.float64)
+    w = torch.randn(2, 2, 3, 3, dtype=torch.float64, requires_grad=True)
+    v = torch.randn_like(w)
+
+    def loss(weight: torch.Tensor, conv) -> torch.Tensor:
+        return (conv(x, weight) ** 2).sum()
+
+    def ours(a, k):
+        return conv2d(a, k, mode="same")
+
+    def theirs(a, k):
+        return F.conv2d(a, k.flip((-2, -1)), padding=1)
+
+    _, hvp = torch.autograd.functional.hvp(lambda k: loss(k, ours), w, v)
+    _, expected = torch.autograd.functional.hvp(lambda k: loss(k, theirs), w, v)
+    torch.testing.assert_close(hvp, expected)
+
+
+def test_third_derivative_through_correlate_channels() -> None:
+    x = torch.randn(1, 1, 5, 5, dtype=torch.float64, requires_grad=True)
+    w = torch.randn(1, 1, 2, 2, dtype=torch.float64, requires_grad=True)
+    y = (correlate_channels(x, w, padding=(1, 0, 1, 0)) ** 3).sum()
+    (g,) = torch.autograd.grad(y, x, create_graph=True)
+    (h,) = torch.autograd.grad(g.sum(), x, create_graph=True)
+    (t,) = torch.autograd.grad(h.sum(), w)
+    expected_y = (F.conv2d(F.pad(x, (1, 0, 1, 0)), w) ** 3).sum()
+    (eg,) = torch.autograd.grad(expected_y, x, create_graph=True)
+    (eh,) = torch.autograd.grad(eg.sum(), x, create_graph=True)
+    (et,) = torch.autograd.grad(eh.sum(), w)
+    torch.testing.assert_close(t, et)
+
+
+def test_low_precision_and_integer_inputs_follow_the_dtype_policy() -> None:
+    x = torch.randn(1, 1, 8, 8, dtype=torch.bfloat16, requires_grad=True)
+    w = torch.randn(1, 1, 3, 3, dtype=torch.bfloat16, requires_grad=True)
+    y = conv2d(x, w)
+    assert y.dtype == torch.bfloat16
+    y.sum().backward()
+    assert x.grad.dtype == w.grad.dtype == torch.bfloat16
+    assert correlate2d(
+        torch.ones(4, 4, dtype=torch.int64), torch.ones(2, 2, dtype=torch.int64)
+    ).dtype == (torch.float32)
+
+
+@pytest.mark.parametrize(
+    ("call", "message"),
+    [
+        (
+            lambda: conv2d(torch.ones(1, 2, 5, 5), torch.ones(3, 4, 3, 3)),
+            r"expected input \(N, C_in, H, W\) and weight",
+        ),
+        (
+            lambda: conv2d(torch.ones(1, 2, 5, 5), torch.ones(3, 2, 3, 3), torch.ones(2)),
+            r"got bias of shape \(2,\); expected \(3,\)",
+        ),
+        (
+            lambda: conv2d(torch.ones(1, 1, 2, 2), torch.ones(1, 1, 3, 3)),
+            r'in "valid" mode the kernel \(3, 3\) must fit',
+        ),
+        (
+            lambda: correlate2d(torch.ones(5, 5), torch.ones(2, 2), mode="wide"),
+            r"mode='wide'; expected one of valid, same, full",
+        ),
+        (
+            lambda: correlate2d(torch.ones(5, 5), torch.ones(2, 2), method="magic"),
+            r"method='magic'; expected one of auto, direct, fft",
+        ),
+        (
+            lambda: convolve2d(torch.ones(5, 5), torch.ones(2, 2, 2)),
+            r"expected x \(..., H, W\) with at least two dims and a 2-D kernel",
+        ),
+    ],
+    ids=["channels", "bias", "fit", "mode", "method", "kernel-dims"],
+)
+def test_bad_arguments_are_npgrad_errors(call, message: str) -> None:
+    with pytest.raises(npgrad.NpgradError, match=message):
+        call()
+
+
+def test_conv2d_layer_matches_nn_conv2d_layout_and_initialisation() -> None:
+    torch.manual_seed(0)
+    ours = Conv2d(3, 8, 5)
+    torch.manual_seed(0)
+    theirs = torch.nn.Conv2d(3, 8, 5)
+    assert [n for n, _ in ours.named_parameters()] == ["weight", "bias"]
+    torch.testing.assert_close(ours.weight, theirs.weight)
+    torch.testing.assert_close(ours.bias, theirs.bias)
+    assert Conv2d(3, 8, (3, 5), bias=False).bias is None
+    x = torch.randn(2, 3, 9, 9)
+    torch.testing.assert_close(
+        ours(x), F.conv2d(x, ours.weight.flip((-2, -1)), ours.bias), atol=1e-5, rtol=1e-5
+    )
+
+
+def test_conv2d_layer_trains() -> None:
+    torch.manual_seed(0)
+    target = Conv2d(2, 3, 3, mode="same").requires_grad_(False)
+    model = Conv2d(2, 3, 3, mode="same")
+    optimizer = torch.optim.Adam(model.parameters(), lr=0.05)
+    losses = []
+    for _ in range(60):
+        x = torch.randn(4, 2, 12, 12)
+        loss = F.mse_loss(model(x), target(x))
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+        losses.append(loss.item())
+    assert losses[-1] < 0.05 * losses[0]
+
+
+def test_threads_follow_torch() -> None:
+    x = torch.randn(16, 4, 32, 32)
+    w = torch.randn(4, 4, 3, 3)
+    expected = conv2d(x, w)
+    previous = torch.get_num_threads()
+    try:
+        torch.set_num_threads(1)
+        assert npgrad.num_threads() == 1
+        torch.testing.assert_close(conv2d(x, w), expected)
+    finally:
+        torch.set_num_threads(previous)

@@ -41,3 +41,13 @@ def test_complex_roots_are_refused() -> None:
         npgrad.NpgradError, match="the principal square root of this matrix is complex"
     ):
         sqrtm(torch.tensor([[-1.0, 0.0], [0.0, 1.0]]))
+
+
+def test_a_hessian_vector_product_is_the_named_error_not_a_wrong_value() -> None:
+    s = torch.randn(3, 3, dtype=torch.float64)
+    s = s @ s.T + 3 * torch.eye(3, dtype=torch.float64)
+    with pytest.raises(
+        npgrad.errors.NotTwiceDifferentiableError,
+        match=r'npgrad op "scipy::sqrtm": asked for a second derivative',
+    ):
+        torch.autograd.functional.hvp(lambda m: sqrtm(m @ m).sum(), s, torch.ones_like(s))

@@ -60,3 +60,8 @@ def test_the_factorisation_is_reused_by_the_backward(monkeypatch: pytest.MonkeyP
     b = torch.randn(16, dtype=torch.float64, requires_grad=True)
     spsolve(a, b).sum().backward()
     assert len(calls) == 1
+    # The LU is a residual of the call: the companion's path (create_graph=True) takes it too.
+    calls.clear()
+    (gradient,) = torch.autograd.grad(spsolve(a, b).sum(), b, create_graph=True)
+    assert len(calls) == 1
+    torch.testing.assert_close(gradient, b.grad)

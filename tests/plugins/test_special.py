@@ -91,3 +91,13 @@ def test_broadcasting_and_batches() -> None:
         / 2
     )
     torch.testing.assert_close(x.grad, torch.from_numpy(expected.sum(0)))
+
+
+def test_a_hessian_through_a_numpy_gradient_is_the_named_error_not_a_wrong_value() -> None:
+    # x*x inside: the Hessian has a term through iv's own gradient, which is NumPy.
+    x = torch.rand(3, dtype=torch.float64) + 0.5
+    with pytest.raises(
+        npgrad.errors.NotTwiceDifferentiableError,
+        match=r'npgrad op "scipy::iv": asked for a second derivative',
+    ):
+        torch.autograd.functional.hessian(lambda v: iv(torch.tensor(1.5), v * v).sum(), x)

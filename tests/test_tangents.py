@@ -1,0 +1,122 @@
+"""Forward mode: a jvp, or the transpose of a tensor backward."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+import torch.autograd.forward_ad as fwAD
+from torch.func import jacfwd, jacrev, jvp
+
+import npgrad
+from npgrad import _torch_internals as internals
+
+from shared_ops import f64, matvec, softplus
+
+
+def test_forward_mode() -> None:
+    a, x, t = f64(3, 4), f64(4), f64(4)
+    _out, tangent = jvp(lambda v: matvec(a, v), (x,), (t,))
+    torch.testing.assert_close(tangent, a @ t)
+    with fwAD.dual_level():
+        dual = fwAD.make_dual(x, t)
+        torch.testing.assert_close(fwAD.unpack_dual(softplus(dual)).tangent, torch.sigmoid(x) * t)
+    args = (a.requires_grad_(), x.requires_grad_())
+    assert torch.autograd.gradcheck(matvec, args, check_forward_ad=True)
+
+
+def test_forward_mode_without_jvp_says_how_to_add_one(name: str) -> None:
+    @npgrad.op(name)
+    def double(x):
+        return 2 * x
+
+    with pytest.raises(
+        npgrad.NpgradError, match=rf'npgrad op "{name}": forward-mode AD .*@double\.jvp'
+    ):
+        jvp(double, (f64(3),), (f64(3),))
+
+
+@npgrad.op("tangents::sin")
+def tsin(x):
+    return np.sin(x)
+
+
+@npgrad.op("tangents::cos")
+def tcos(x):
+    return np.cos(x)
+
+
+@tsin.tensor_backward
+def _(g, x):
+    return g * tcos(x)
+
+
+@tcos.tensor_backward
+def _(g, x):
+    return -g * tsin(x)
+
+
+@npgrad.op("tangents::affine", signature="(m,n),(n),(m)->(m)")
+def affine(a, x, b):
+    return a @ x + b
+
+
+@affine.tensor_backward
+def _(g, a, x, b):
+    return g[..., :, None] * x[..., None, :], (a * g[..., :, None]).sum(-2), g
+
+
+def test_a_tensor_backward_gives_forward_mode_by_its_transpose() -> None:
+    x, t = f64(5), f64(5)
+    if not internals.ENABLED:
+        with pytest.raises(npgrad.errors.MissingBackwardError, match="NPGRAD_TORCH_INTERNALS=0"):
+            jvp(tsin, (x,), (t,))
+        return
+    _, tangent = jvp(tsin, (x,), (t,))
+    torch.testing.assert_close(tangent, torch.cos(x) * t)
+    a, v, b = f64(2, 3, 4), f64(4), f64(3)
+    ta, tv, tb = f64(2, 3, 4), f64(4), f64(3)
+    _, got = jvp(affine, (a, v, b), (ta, tv, tb))
+    _, expected = jvp(lambda a, v, b: a @ v + b, (a, v, b), (ta, tv, tb))
+    torch.testing.assert_close(got, expected)
+    assert torch.autograd.gradcheck(
+        affine, (a.requires_grad_(), v.requires_grad_(), b.requires_grad_()), check_forward_ad=True
+    )
+    with fwAD.dual_level():
+        dual = fwAD.make_dual(x, t)
+        torch.testing.assert_close(fwAD.unpack_dual(tcos(dual)).tangent, -torch.sin(x) * t)
+
+
+def test_forward_over_forward_of_a_transposed_backward_is_exact() -> None:
+    x = f64(3)
+    if not internals.ENABLED:
+        pytest.skip("forward mode from a tensor backward needs torch's internals")
+    # torch's own autograd.Function gives zeros here; npgrad must not.
+    torch.testing.assert_close(jacfwd(jacfwd(tsin))(x), torch.diag_embed(torch.diag(-torch.sin(x))))
+    third = jacfwd(jacfwd(jacfwd(lambda v: tsin(v).sum())))(x)
+    torch.testing.assert_close(torch.diagonal(torch.diagonal(third)), -torch.cos(x))
+
+
+def test_a_numpy_jvp_is_differentiable_once() -> None:
+    x, t = f64(3), f64(3)
+    with pytest.raises(npgrad.NpgradError, match=r'"shared::softplus": asked for a second'):
+        jacfwd(jacfwd(softplus))(x)
+    with pytest.raises(npgrad.NpgradError, match=r'"shared::softplus": asked for a second'):
+        jacrev(lambda v: jvp(softplus, (v,), (t,))[1].sum())(x)
+
+
+def test_a_jvp_may_take_the_outputs(name: str) -> None:
+    @npgrad.op(name)
+    def exp(x):
+        return np.exp(x)
+
+    @exp.jvp
+    def _(t, x, *, outputs):
+        return t * outputs
+
+    x, t = f64(4), f64(4)
+    torch.testing.assert_close(jvp(exp, (x,), (t,))[1], torch.exp(x) * t)
+    with fwAD.dual_level():
+        torch.testing.assert_close(
+            fwAD.unpack_dual(exp(fwAD.make_dual(x, t))).tangent, torch.exp(x) * t
+        )
