@@ -43,14 +43,6 @@ def build(core: Runtime) -> tuple[type[torch.autograd.Function], type[torch.auto
 
     def forward_eager(ctx: Any, state: Call, *args: Any) -> Any:
         output = run_forward(state, args, keep=True)
-        if type(output) is _Tensor and state.slots is None and state.rules.keeps_only_inputs:
-            # The common case, inlined: one floating output, every input a tensor, nothing
-            # else to keep.
-            ctx.state = state
-            ctx.save_for_backward(*args)
-            if not output.is_floating_point():
-                ctx.mark_non_differentiable(output)
-            return output
         _save(ctx, state, args, output, forward_mode=False)
         return output
 
@@ -61,13 +53,6 @@ def build(core: Runtime) -> tuple[type[torch.autograd.Function], type[torch.auto
         _save(ctx, inputs[0], inputs[1:], output, forward_mode=True)
 
     def backward(ctx: Any, *grads: torch.Tensor) -> tuple[torch.Tensor | None, ...]:
-        state: Call = ctx.state
-        if state.rules.backward is not None and not _transforms_active() and not _grad_enabled():
-            # The common case, inlined: a NumPy backward whose result is not differentiated.
-            arrays = _readable(grads)
-            if arrays is not None:
-                saved, needs = ctx.saved_tensors, ctx.needs_input_grad[1:]
-                return (None, *numpy_gradients(state, saved, arrays, needs))
         return (None, *_backward(core, ctx, grads))
 
     def jvp(ctx: Any, _: Any, *input_tangents: torch.Tensor | None) -> Any:
