@@ -560,3 +560,71 @@ def test_a_residual_a_rule_needs_but_save_did_not_return_is_named(name: str) -> 
         r"which are neither config nor residuals \(@ident.save returned none\)",
     ):
         ident(torch.ones(2, requires_grad=True)).sum().backward()
+
+
+def test_none_for_an_input_that_needs_a_gradient_is_an_error_on_every_path(name: str) -> None:
+    @npgrad.op(name)
+    def mul(x, y):
+        return x * y
+
+    @mul.backward
+    def _(g, x, y):
+        return g * y, None
+
+    x, y = f64(3).requires_grad_(), f64(3).requires_grad_()
+    message = (
+        rf'npgrad op "{name}": backward returned None as the gradient for input "y" \(position '
+        r"1\), which needs one; expected its gradient"
+    )
+    with pytest.raises(npgrad.errors.GradientError, match=message):
+        mul(x, y).sum().backward()
+    with pytest.raises(npgrad.errors.GradientError, match=message):
+        torch.autograd.grad(mul(x, y).sum(), (x, y), create_graph=True)
+    with pytest.raises(npgrad.errors.GradientError, match=message):
+        torch.func.grad(lambda a, b: mul(a, b).sum(), argnums=(0, 1))(x.detach(), y.detach())
+    (gx,) = torch.autograd.grad(mul(x, y.detach()).sum(), x)  # y needs none: None is fine
+    torch.testing.assert_close(gx, y.detach())
+
+
+def test_a_pullback_called_after_its_transform_reaches_the_real_inputs() -> None:
+    # torch.func.vjp's pullback runs later, on the transform's dead wrappers of the inputs;
+    # the graph built through it must reach the inputs themselves.
+    x = (0.3 * f64(3)).requires_grad_()
+    torch.func.jacrev(tsin)(x).sum().backward()
+    torch.testing.assert_close(x.grad, -torch.sin(x.detach()))
+    assert not torch.func.jacrev(tsin)(x.detach()).requires_grad
+    _, pullback = torch.func.vjp(cube, x)
+    (g,) = pullback(torch.ones(3, dtype=torch.float64))
+    with pytest.raises(npgrad.NpgradError, match=r'"second::cube": asked for a second'):
+        torch.autograd.grad(g.sum(), x, allow_unused=True)
+
+
+def test_a_tensor_subclass_is_a_tensor_like_any_other(name: str) -> None:
+    class Tagged(torch.Tensor):
+        pass
+
+    x = f64(4).as_subclass(Tagged)
+    torch.testing.assert_close(tsin(x), torch.sin(x.as_subclass(torch.Tensor)))
+    assert type(tsin(x)) is torch.Tensor
+
+
+def test_an_empty_batch_gives_empty_results_and_gradients(name: str) -> None:
+    @npgrad.op(name, signature="(n)->(n)")
+    def normalise(x):
+        return x / np.linalg.norm(x)
+
+    @normalise.save
+    def _(x):
+        norm = np.linalg.norm(x)
+        return x / norm, {"norm": norm}
+
+    @normalise.backward
+    def _(grad, x, *, norm, outputs):
+        return (grad - outputs * np.dot(grad, outputs)) / norm
+
+    x = torch.zeros(0, 3, dtype=torch.float64, requires_grad=True)
+    y = normalise(x)
+    assert y.shape == (0, 3)
+    y.sum().backward()
+    assert x.grad.shape == (0, 3)
+    assert torch.func.vmap(normalise)(torch.zeros(2, 0, 3)).shape == (2, 0, 3)

@@ -11,7 +11,7 @@ from torch.func import jacfwd, jacrev, jvp
 import npgrad
 from npgrad import _torch_internals as internals
 
-from shared_ops import f64, matvec, softplus
+from shared_ops import f64, legacy_batched, matvec, softplus
 
 
 def test_forward_mode() -> None:
@@ -120,3 +120,99 @@ def test_a_jvp_may_take_the_outputs(name: str) -> None:
         torch.testing.assert_close(
             fwAD.unpack_dual(exp(fwAD.make_dual(x, t))).tangent, torch.exp(x) * t
         )
+
+
+def test_batched_forward_gradients() -> None:
+    x = f64(4)
+    for op, twin in ((softplus, torch.nn.functional.softplus), (tsin, torch.sin)):
+        if op is tsin and not internals.ENABLED:
+            continue
+        with legacy_batched(op is softplus):
+            got = torch.autograd.functional.jacobian(op, x, vectorize=True, strategy="forward-mode")
+            torch.testing.assert_close(got, torch.autograd.functional.jacobian(twin, x))
+            assert torch.autograd.gradcheck(
+                op,
+                (x.clone().requires_grad_(),),
+                check_forward_ad=True,
+                check_backward_ad=False,
+                check_batched_forward_grad=True,
+            )
+
+
+def test_integer_outputs_have_no_tangent(name: str) -> None:
+    @npgrad.op(name)
+    def floor_and_frac(x):
+        return np.floor(x).astype(np.int64), x - np.floor(x)
+
+    @floor_and_frac.jvp
+    def _(t, x):
+        return None, t
+
+    x, t = f64(4) * 3, f64(4)
+    (whole, _), (t_whole, t_frac) = jvp(floor_and_frac, (x,), (t,))
+    assert whole.dtype == torch.int64
+    # torch.func gives integer outputs a zero tangent of their own dtype, forward_ad none.
+    assert t_whole.dtype == torch.int64
+    assert not t_whole.any()
+    torch.testing.assert_close(t_frac, t)
+    with fwAD.dual_level():
+        outputs = floor_and_frac(fwAD.make_dual(x, t))
+        assert fwAD.unpack_dual(outputs[0]).tangent is None
+        torch.testing.assert_close(fwAD.unpack_dual(outputs[1]).tangent, t)
+
+
+def test_a_jvp_returning_the_wrong_tangents_is_named(name: str) -> None:
+    @npgrad.op(name)
+    def twice(x):
+        return 2 * x
+
+    @twice.jvp
+    def _(t, x):
+        return np.ones(7)
+
+    @npgrad.op(name + "_none")
+    def pair(x):
+        return x, 2 * x
+
+    @pair.jvp
+    def _(t, x):
+        return t, None
+
+    @npgrad.op(name + "_scalar")
+    def shift(x):
+        return x + 1
+
+    @shift.jvp
+    def _(t, x):
+        return np.float64(t.sum())  # a constant tangent: broadcast to the output
+
+    x, t = f64(3), f64(3)
+    with pytest.raises(
+        npgrad.errors.GradientError,
+        match=rf'npgrad op "{name}": jvp returned a tangent of shape \(7,\) for output 0 of '
+        r"shape \(3,\)",
+    ):
+        jvp(twice, (x,), (t,))
+    with pytest.raises(
+        npgrad.errors.GradientError,
+        match=rf'npgrad op "{name}_none": jvp returned None as the tangent of output 1',
+    ):
+        jvp(pair, (x,), (t,))
+    torch.testing.assert_close(jvp(shift, (x,), (t,))[1], t.sum().expand(3))
+
+
+def test_a_transposed_backward_skips_integer_outputs(name: str) -> None:
+    @npgrad.op(name)
+    def sign_and_square(x):
+        return np.sign(x).astype(np.int64), x * x
+
+    @sign_and_square.tensor_backward
+    def _(g_sign, g_square, x):
+        return 2 * x * g_square
+
+    x, t = f64(4), f64(4)
+    if not internals.ENABLED:
+        pytest.skip("forward mode from a tensor backward needs torch's internals")
+    (_, square), (_, t_square) = jvp(sign_and_square, (x,), (t,))
+    torch.testing.assert_close(square, x * x)
+    torch.testing.assert_close(t_square, 2 * x * t)

@@ -26,10 +26,21 @@ import torch
 from scipy import special
 
 import npgrad
-from npgrad.errors import InputError
+from npgrad.errors import InputError, MissingBackwardError
 
 Array = np.ndarray[Any, Any]
 ELEMENTWISE = {"signature": "(),()->()", "vectorized": True}
+
+
+def _no_tangent(name: str, input: str, tangent: Array) -> None:
+    # The derivative in the order (or parameter) has no closed form here: a tangent in it must
+    # be an error, never a silent zero.
+    if np.any(tangent != 0):
+        raise MissingBackwardError(
+            f'npgrad op "scipy::{name}": forward mode was asked with a tangent in input '
+            f'"{input}", whose derivative the op does not give; expected a zero tangent there '
+            f"(only the last input is differentiable)"
+        )
 
 
 def _domain(name: str, ok: Any, what: str, values: Array) -> None:
@@ -61,6 +72,7 @@ def _(grad: Array, v: Array, x: Array) -> Array:
 
 @kv.jvp
 def _(tv: Array, tx: Array, v: Array, x: Array) -> Array:
+    _no_tangent("kv", "v", tv)
     return -tx * (special.kv(v - 1, x) + special.kv(v + 1, x)) / 2
 
 
@@ -84,6 +96,7 @@ def _(grad: Array, v: Array, x: Array) -> Array:
 
 @iv.jvp
 def _(tv: Array, tx: Array, v: Array, x: Array) -> Array:
+    _no_tangent("iv", "v", tv)
     return tx * (special.iv(v - 1, x) + special.iv(v + 1, x)) / 2
 
 
@@ -198,6 +211,7 @@ def _(grad: Array, a: Array, x: Array) -> Array:
 
 @gammaincc.jvp
 def _(ta: Array, tx: Array, a: Array, x: Array) -> Array:
+    _no_tangent("gammaincc", "a", ta)
     return tx * _gammaincc_derivative(a, x)
 
 

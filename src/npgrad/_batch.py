@@ -137,6 +137,7 @@ def loop(
     cores: Sequence[tuple[str, ...]] | None = None,
     batch: Shape | None = None,
     *,
+    results: Sequence[tuple[str, ...]] | None = None,
     residuals: bool = False,
 ) -> Any:
     """Call ``fn`` once per batch element of ``arrays`` and stack its results.
@@ -144,7 +145,8 @@ def loop(
     ``cores`` gives the core dims of each argument (default: the signature's inputs); arguments
     that are not arrays pass through unchanged. ``batch`` is the broadcast batch shape when the
     caller has bound the signature already. Returns what ``fn`` returns (an array or a tuple of
-    arrays, None allowed for a whole output), with the batch dims in front. With ``residuals``,
+    arrays, None allowed for a whole output), with the batch dims in front; ``results`` gives
+    their core dims (default: the signature's outputs), for an empty batch. With ``residuals``,
     ``fn`` returns ``(result, residuals)``, and so does the loop: the results stacked, and the
     residuals in an object array shaped like the batch.
     """
@@ -155,6 +157,8 @@ def loop(
     if not batch:
         return fn(*arrays, **config)
     count = math.prod(batch)
+    if count == 0:
+        return _empty(signature, op, arrays, cores, results, batch, residuals)
     # Every array as (count, *core): a view (a broadcast one for an input short of batch dims;
     # only flattening several broadcast batch dims copies). Iterating those in `map` costs less
     # per element than any Python loop.
@@ -193,6 +197,32 @@ def _assemble(results: list[Any], batch: Shape, op: str) -> Any:
     return _stack(results, batch, op, 0)
 
 
+def _empty(
+    signature: Signature,
+    op: str,
+    arrays: Sequence[Any],
+    cores: Sequence[tuple[str, ...]],
+    results: Sequence[tuple[str, ...]] | None,
+    batch: Shape,
+    residuals: bool,
+) -> Any:
+    """The results of a loop over an empty batch: zeros shaped by the named core dims."""
+    results = signature.outputs if results is None else results
+    shapes = [np.shape(a) if isinstance(a, np.ndarray) else None for a in arrays]
+    _, sizes = Signature(signature.text, tuple(cores), tuple(results)).bind(op, shapes)
+    found = Signature(signature.text, tuple(cores), tuple(results)).output_shapes(batch, sizes)
+    if found is None:
+        raise InputError(
+            f'npgrad op "{op}": the batch dims {batch} hold no element, and the signature '
+            f'"{signature.text}" names result dims that no input gives; expected a non-empty '
+            f"batch, or a signature whose output dims all appear among the inputs'"
+        )
+    dtype = np.result_type(*[a for a in arrays if isinstance(a, np.ndarray)], np.float64)
+    zeros = tuple(np.zeros(shape, dtype=dtype) for shape in found)
+    result = zeros[0] if len(zeros) == 1 else zeros
+    return (result, np.empty(batch, dtype=object)) if residuals else result
+
+
 def _stack(parts: list[Any], batch: Shape, op: str, output: int) -> Any:
     if parts[0] is None:
         if all(part is None for part in parts):
@@ -222,8 +252,3 @@ def _stack(parts: list[Any], batch: Shape, op: str, output: int) -> Any:
 
 def _shape_of(part: Any) -> str:
     return "None" if part is None else f"shape {np.shape(part)}"
-
-
-def batch_size(batch: Shape) -> int:
-    """Return the number of elements of a batch shape."""
-    return math.prod(batch)

@@ -14,9 +14,10 @@ Each companion states what it takes:
   returned one array rather than a tuple; the call's residuals (None: computed again by
   ``@op.save``, as in a trace). Returns one gradient per input, zeros where none is needed, so
   that every call has the same outputs.
-- jvp ``<op>_jvp(*tangents, *inputs, *outputs, input_count, single_output, residuals=None,
-  **config)``: one tangent per input, the inputs, the outputs when the jvp takes them. Returns
-  the output tangents.
+- jvp ``<op>_jvp(*tangents, *inputs, *outputs, input_count, single_output, differentiable,
+  residuals=None, **config)``: one tangent per input, the inputs, the outputs when the jvp
+  takes them; one bool per output saying which are differentiable (floating). Returns the output
+  tangents, zeros of shape () for outputs that are not differentiable.
 
 With a signature, a companion's signature is its op's core dims rearranged; companions are
 made when a backward or jvp is registered (torch.library cannot define ops during a trace) and
@@ -29,17 +30,19 @@ from typing import Any
 
 import numpy as np
 
-from npgrad._batch import parse
+from npgrad._batch import Signature, parse
 from npgrad._convert import gradient_array
 from npgrad._dispatch import Core
-from npgrad._forward import residuals_of
-from npgrad._gradients import call_rule, saved_outputs, user_gradients
-from npgrad._rules import Rules
-
-_KEYWORDS = {
-    "backward": frozenset({"needs_input_grad", "single_output", "residuals"}),
-    "jvp": frozenset({"input_count", "single_output", "residuals"}),
-}
+from npgrad._forward import add_note, residuals_of
+from npgrad._gradients import (
+    call_rule,
+    none_for_a_needed_gradient,
+    none_for_a_tangent,
+    saved_outputs,
+    user_gradients,
+    wrong_tangent_count,
+)
+from npgrad._rules import COMPANION_KEYWORDS, Rules
 
 
 def refresh(parent: Core) -> None:
@@ -67,7 +70,7 @@ def _rules(parent: Core, kind: str) -> Rules:
         forward=forward,
         input_names=(),
         varargs_name="args",
-        config_names=rules.config_names | _KEYWORDS[kind],
+        config_names=rules.config_names | COMPANION_KEYWORDS[kind].keys(),
         input_defaults=(),
         signature=None if text is None else parse(text, rules.name),
         vectorized=True,
@@ -98,14 +101,21 @@ def _backward(parent: Core) -> Any:
         # Every input gets an array (zeros where no gradient) of a shape known in advance: with
         # a signature, the broadcast batch and the input's core dims; without, the input's.
         signature = rules.signature
-        shapes = [np.shape(value) if isinstance(value, np.ndarray) else None for value in inputs]
-        batch = () if signature is None else signature.bind(rules.name, shapes)[0]
+        batch: tuple[int, ...] = ()
+        if signature is not None:
+            # The batch of the whole call: the output gradients may bring batch dims of their
+            # own (vmap over a vjp, batched gradients) that the inputs lack.
+            together = Signature(signature.text, signature.outputs + signature.inputs, ())
+            shapes = [np.shape(a) if isinstance(a, np.ndarray) else None for a in args]
+            batch = together.bind(rules.name, shapes[: n_outputs + count])[0]
         result = []
         for i, (gradient, value) in enumerate(zip(raw, inputs, strict=True)):
             shape = np.shape(value)
             if signature is not None:
                 shape = batch + shape[len(shape) - len(signature.inputs[i]) :]
             if gradient is None:
+                if needs_input_grad[i]:
+                    raise none_for_a_needed_gradient(rules, i)
                 result.append(np.zeros(shape))
             elif hasattr(gradient, "toarray"):
                 # A scipy.sparse gradient of a sparse input: an op's outputs are dense; the
@@ -123,7 +133,12 @@ def _backward(parent: Core) -> Any:
 
 def _jvp(parent: Core) -> Any:
     def forward(
-        *args: Any, input_count: int, single_output: bool, residuals: Any = None, **config: Any
+        *args: Any,
+        input_count: int,
+        single_output: bool,
+        differentiable: tuple[bool, ...],
+        residuals: Any = None,
+        **config: Any,
     ) -> Any:
         rules = parent._rules
         assert rules.jvp is not None
@@ -132,9 +147,25 @@ def _jvp(parent: Core) -> Any:
         outputs = saved_outputs(args[2 * input_count :], single_output)
         if residuals is None and rules.save is not None:
             residuals = residuals_of(rules, inputs, config)
-        return call_rule(
-            rules, rules.jvp, tangents, inputs, config, None, outputs, residuals, jvp=True
-        )
+        try:
+            result = call_rule(
+                rules, rules.jvp, tangents, inputs, config, None, outputs, residuals, jvp=True
+            )
+        except Exception as error:
+            add_note(error, rules, "jvp")
+            raise
+        got = tuple(result) if isinstance(result, (tuple, list)) else (result,)
+        if len(got) != len(differentiable):
+            raise wrong_tangent_count(rules, len(got), len(differentiable))
+        checked = []
+        for k, (tangent, floating) in enumerate(zip(got, differentiable, strict=True)):
+            if not floating:
+                checked.append(np.zeros(()))  # torch takes None there: see _tangents
+            elif tangent is None:
+                raise none_for_a_tangent(rules, k)
+            else:
+                checked.append(tangent)
+        return checked[0] if single_output else tuple(checked)
 
     return forward
 

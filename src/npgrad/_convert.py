@@ -309,9 +309,15 @@ def _tensor_gradient(value: torch.Tensor, input: torch.Tensor, where: Where) -> 
 
 
 def _laid_out_like(gradient: torch.Tensor, input: torch.Tensor) -> torch.Tensor:
-    if gradient.stride() == input.stride():
+    # What DDP's buckets and AccumulateGrad expect of a parameter's gradient; views and
+    # batched tensors (vmap, batched gradients) have no layout to match, and cannot be copied
+    # into in place.
+    if not input.is_leaf or gradient.stride() == input.stride():
         return gradient
-    return torch.empty_like(input).copy_(gradient)
+    try:
+        return torch.empty_like(input).copy_(gradient)
+    except RuntimeError:
+        return gradient
 
 
 def _kind_error(where: Where, got: str, expected: str) -> GradientError:

@@ -106,10 +106,13 @@ def _route(core: Core, state: Call, args: Sequence[Any], needs_graph: bool) -> A
             return core._apply(state, *args)
         return run_forward(state, args)
     except RuntimeError as error:
-        # Legacy batched tensors report no requires_grad and fail at the conversion, before
-        # any of the op's code runs: then the call is made again, unwrapped.
+        # Tensors NumPy cannot read fail at the conversion, before any of the op's code runs:
+        # legacy batched ones (batched gradients) are unwrapped and the call made again; fake
+        # or functional ones mean a trace (AOTAutograd, export, opcheck): the custom op.
         if _vmap.has_legacy_batched(args):
             return _vmap.legacy(core, args, state.config)
+        if any(isinstance(a, torch.Tensor) and type(a) not in _PLAIN_TENSORS for a in args):
+            return _library.call(core, tuple(args), state.config)
         if not internals.ENABLED and "Batching rule" in str(error):
             raise _legacy_unsupported(state.rules) from error
         raise
@@ -117,11 +120,6 @@ def _route(core: Core, state: Call, args: Sequence[Any], needs_graph: bool) -> A
 
 def _call_general(core: Core, inputs: tuple[Any, ...], config: dict[str, Any]) -> Any:
     rules = core._rules
-    if any(
-        isinstance(value, torch.Tensor) and type(value) not in _PLAIN_TENSORS for value in inputs
-    ):
-        # Fake or functional tensors: a trace (AOTAutograd, export, opcheck) is under way.
-        return _library.call(core, inputs, config)
     args = list(inputs)
     constants = list(inputs)
     slots = []
@@ -194,8 +192,8 @@ def _legacy_unsupported(rules: Rules) -> InputError:
     owner = rules.parent or rules
     return InputError(
         f'npgrad op "{owner.name}": met torch\'s legacy batched tensors (from '
-        f"autograd.grad(is_grads_batched=True), jacobian(vectorize=True) or "
-        f"gradcheck(check_batched_grad=True)), which only torch's internals can read, and "
+        f"autograd.grad(is_grads_batched=True), jacobian(vectorize=True) in either strategy, or "
+        f"gradcheck's batched checks), which only torch's internals can read, and "
         f"NPGRAD_TORCH_INTERNALS=0 turned those off; unset it, or compute the gradients one "
         f"batch element at a time"
     )

@@ -30,6 +30,7 @@ class Call:
         "count",
         "device",
         "dtype",
+        "output_meta",
         "residuals",
         "rules",
         "single",
@@ -65,6 +66,8 @@ class Call:
         # What @op.save returned beside the outputs: a dict, or an object array of dicts (one
         # per batch element) for an op looped over its signature's batch dims. None without.
         self.residuals: Any = None
+        # (shape, floating) of each output, for checking tangents; kept in forward mode only.
+        self.output_meta: tuple[tuple[tuple[int, ...], bool], ...] = ()
 
 
 def run_forward(state: Call, args: Sequence[Any], *, keep: bool = False) -> Any:
@@ -85,24 +88,23 @@ def run_forward(state: Call, args: Sequence[Any], *, keep: bool = False) -> Any:
     fn = rules.save if saving else rules.forward
     signature = rules.signature
     expected = None
+    batch = None
     try:
-        if signature is None:
-            result = fn(*arrays, **state.config)  # type: ignore[misc]
-        else:
+        if signature is not None:
             shapes = tuple([a.shape if isinstance(a, np.ndarray) else None for a in arrays])
             batch, expected = signature.bind_outputs(rules.name, shapes)
-            if rules.vectorized:
-                result = fn(*arrays, **state.config)  # type: ignore[misc]
-            else:
-                result = _batch.loop(
-                    fn,  # type: ignore[arg-type]
-                    signature,
-                    rules.name,
-                    arrays,
-                    state.config,
-                    batch=batch,
-                    residuals=saving,
-                )
+        if rules.looped:
+            result = _batch.loop(
+                fn,  # type: ignore[arg-type]
+                signature,  # type: ignore[arg-type]
+                rules.name,
+                arrays,
+                state.config,
+                batch=batch,
+                residuals=saving,
+            )
+        else:
+            result = fn(*arrays, **state.config)  # type: ignore[misc]
         if saving:
             result, state.residuals = split_saved(rules, result)
     except Exception as error:
@@ -147,8 +149,9 @@ def _check_signature_shapes(rules: Rules, expected: list[tuple[int, ...]], resul
         # np.shape dispatches through __array_function__: a microsecond an output.
         got = value.shape if type(value) is np.ndarray else np.shape(value)
         if got != shape:
+            owner, what = _owner(rules)
             raise OutputError(
-                f'npgrad op "{rules.name}": forward returned shape {got} at output {k}, but the '
+                f'npgrad op "{owner.name}": {what} returned shape {got} at output {k}, but the '
                 f'signature "{rules.signature.text}" makes it {shape}; return core dims as the '
                 f"signature names them, or fix the signature"
             )
@@ -190,13 +193,21 @@ def _output(rules: Rules, index: int, value: Any, state: Call) -> torch.Tensor:
             "return real (bool, integer or floating) ndarrays; split complex "
             "results into real and imaginary parts",
         )
+        owner, what = _owner(rules)
         raise OutputError(
-            f'npgrad op "{rules.name}": forward returned {problem} at output {index}, expected '
+            f'npgrad op "{owner.name}": {what} returned {problem} at output {index}, expected '
             f"an ndarray of a real dtype; {fix}"
         )
     assert isinstance(value, np.ndarray)
     dtype = state.dtype if value.dtype.kind == "f" else None
     return to_tensor(value, dtype, state.device)
+
+
+def _owner(rules: Rules) -> tuple[Rules, str]:
+    """The op a user knows, and which of its functions ran: a companion's is its parent's."""
+    if rules.parent is not None:
+        return rules.parent, rules.kind
+    return rules, "forward"
 
 
 def add_note(error: BaseException, rules: Rules, where: str) -> None:
@@ -218,12 +229,14 @@ def residuals_of(rules: Rules, arrays: Sequence[Any], config: dict[str, Any]) ->
     For a trace, which cannot carry residuals that are not tensors, from forward to backward.
     """
     assert rules.save is not None
-    signature = rules.signature
     try:
-        if signature is None or rules.vectorized:
-            saved = rules.save(*arrays, **config)
+        if rules.looped:
+            assert rules.signature is not None
+            saved = _batch.loop(
+                rules.save, rules.signature, rules.name, arrays, config, residuals=True
+            )
         else:
-            saved = _batch.loop(rules.save, signature, rules.name, arrays, config, residuals=True)
+            saved = rules.save(*arrays, **config)
         return split_saved(rules, saved)[1]
     except Exception as error:
         add_note(error, rules, "save")

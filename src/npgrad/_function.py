@@ -53,6 +53,13 @@ def build(core: Runtime) -> tuple[type[torch.autograd.Function], type[torch.auto
         _save(ctx, inputs[0], inputs[1:], output, forward_mode=True)
 
     def backward(ctx: Any, *grads: torch.Tensor) -> tuple[torch.Tensor | None, ...]:
+        state: Call = ctx.state
+        if state.rules.backward is not None and not _grad_enabled() and not _transforms_active():
+            # _backward's common case, inlined: a NumPy backward whose result is not recorded.
+            arrays = _readable(grads)
+            if arrays is not None:
+                saved, needs = ctx.saved_tensors, ctx.needs_input_grad[1:]
+                return (None, *numpy_gradients(state, saved, arrays, needs))
         return (None, *_backward(core, ctx, grads))
 
     def jvp(ctx: Any, _: Any, *input_tangents: torch.Tensor | None) -> Any:
@@ -87,11 +94,15 @@ def _save(ctx: Any, state: Call, args: tuple[Any, ...], output: Any, forward_mod
     """Keep what the backward (and, in forward mode, the jvp) will need."""
     ctx.state = state
     rules = state.rules
-    if type(output) is _Tensor and state.slots is None and rules.keeps_only_inputs:
+    if (
+        type(output) is _Tensor
+        and state.slots is None
+        and rules.keeps_only_inputs
+        and not forward_mode
+        and rules.tensor_backward is None
+    ):
         # The common case: one output, every input a tensor, nothing else to keep.
         ctx.save_for_backward(*args)
-        if forward_mode and rules.tensor_backward is not None:
-            ctx.save_for_forward(*args, output)
         if not output.is_floating_point():
             ctx.mark_non_differentiable(output)
         return
@@ -104,6 +115,7 @@ def _save(ctx: Any, state: Call, args: tuple[Any, ...], output: Any, forward_mod
         state.arrays = ()
     ctx.save_for_backward(*inputs, *(outputs if rules.saves_outputs else ()))
     if forward_mode:
+        state.output_meta = tuple((tuple(o.shape), o.is_floating_point()) for o in outputs)
         jvp = rules.jvp
         if jvp is None and rules.tensor_backward is not None:
             ctx.save_for_forward(*inputs, *outputs)  # forward mode from the tensor backward

@@ -22,6 +22,7 @@ import numpy as np
 import torch
 
 from npgrad import _batch
+from npgrad import _torch_internals as internals
 from npgrad._convert import gradient_for, to_numpy
 from npgrad._forward import Call, add_note, check_finite
 from npgrad._rules import FILLED, Rule, Rules
@@ -54,8 +55,10 @@ def numpy_gradients(
     describe = rules.describe
     result: list[torch.Tensor | None] = [None] * state.count
     for k, i in enumerate(range(state.count) if state.slots is None else state.slots):
-        gradient = raw[i]
-        if needs[i] and gradient is not None:
+        if needs[i]:
+            gradient = raw[i]
+            if gradient is None:
+                raise none_for_a_needed_gradient(rules, i)
             result[i] = gradient_for(gradient, saved[k], device, i, describe)
     if _anomaly_enabled():
         _check_gradients(rules, result)
@@ -70,7 +73,8 @@ def tensor_gradients(
 ) -> list[torch.Tensor | None]:
     """Call the tensor backward on the saved tensors; check, reduce and cast what it returns."""
     rules = state.rules
-    inputs, outputs = saved_inputs(state, saved)
+    inputs, held = saved_inputs(state, saved)
+    outputs = saved_outputs(held, state.single)
     raw = user_gradients(rules, grads, inputs, state.config, needs, outputs, state.residuals)
     return normalised(rules, raw, inputs, needs)
 
@@ -83,12 +87,11 @@ def companion_gradients(
     needs: Sequence[bool],
 ) -> list[torch.Tensor | None]:
     """Run the NumPy backward as its companion op; check, reduce and cast what it returns."""
-    inputs, outputs = saved_inputs(state, saved)
-    extra = [] if outputs is None else list(outputs) if isinstance(outputs, tuple) else [outputs]
+    inputs, held = saved_inputs(state, saved)
     raw = companion(
         *grads,
         *inputs,
-        *extra,
+        *held,
         **state.config,
         needs_input_grad=tuple(needs),
         single_output=state.single,
@@ -100,12 +103,12 @@ def companion_gradients(
 def normalised(
     rules: Rules, raw: Sequence[Any], inputs: Sequence[Any], needs: Sequence[bool]
 ) -> list[torch.Tensor | None]:
-    result: list[torch.Tensor | None] = [
-        gradient_for(gradient, value, value.device, i, rules.describe)
-        if needs[i] and gradient is not None and isinstance(value, torch.Tensor)
-        else None
-        for i, (gradient, value) in enumerate(zip(raw, inputs, strict=True))
-    ]
+    result: list[torch.Tensor | None] = [None] * len(inputs)
+    for i, (gradient, value) in enumerate(zip(raw, inputs, strict=True)):
+        if needs[i] and isinstance(value, torch.Tensor):
+            if gradient is None:
+                raise none_for_a_needed_gradient(rules, i)
+            result[i] = gradient_for(gradient, value, value.device, i, rules.describe)
     if _anomaly_enabled():
         _check_gradients(rules, result)
     return result
@@ -209,8 +212,9 @@ def call_rule(
     per_call = kwargs
     count = len(args)
     sliced_outputs = "outputs" in rule.takes and outputs is not None
+    results = signature.outputs if jvp else signature.inputs
     if not sliced_outputs and not wanted:
-        return _batch.loop(fn, signature, rules.name, args, kwargs, cores)
+        return _batch.loop(fn, signature, rules.name, args, kwargs, cores, results=results)
     single = not isinstance(outputs, tuple)
     if sliced_outputs:
         per_call = {key: value for key, value in kwargs.items() if key != "outputs"}
@@ -231,10 +235,12 @@ def call_rule(
             keywords.update(_pick(values[-1], wanted))
         return fn(*values[:count], **keywords)
 
-    return _batch.loop(per_element, signature, rules.name, args, per_call, cores)
+    return _batch.loop(per_element, signature, rules.name, args, per_call, cores, results=results)
 
 
 def _residual_names(rules: Rules, rule: Rule, residuals: Any) -> frozenset[str]:
+    if isinstance(residuals, np.ndarray) and residuals.size == 0:
+        return frozenset()  # an empty batch: the rule is never called
     available = frozenset() if residuals is None else _keys(residuals)
     missing = rule.required - FILLED - available
     if missing:
@@ -249,7 +255,7 @@ def _residual_names(rules: Rules, rule: Rule, residuals: Any) -> frozenset[str]:
 
 def _keys(residuals: Any) -> frozenset[str]:
     if isinstance(residuals, np.ndarray):
-        return frozenset(residuals.flat[0]) if residuals.size else frozenset()
+        return frozenset(residuals.flat[0])
     return frozenset(residuals)
 
 
@@ -268,13 +274,20 @@ def _column(residuals: Any, name: str) -> Any:
     return column
 
 
-def saved_inputs(state: Call, saved: Sequence[torch.Tensor]) -> tuple[list[Any], Any]:
-    """Return the inputs (tensors where saved, constants elsewhere) and any saved outputs."""
+def saved_inputs(
+    state: Call, saved: Sequence[torch.Tensor]
+) -> tuple[list[Any], list[torch.Tensor]]:
+    """Return the inputs (tensors where saved, constants elsewhere) and the saved outputs.
+
+    For rules that compute with ops (a tensor backward, a companion): a transform's wrappers
+    that outlived it are unwrapped, so that what they compute attaches to the real inputs.
+    """
+    saved = internals.unwrap_dead(saved)
     slots = range(state.count) if state.slots is None else state.slots
     inputs: list[Any] = [None] * state.count if state.constants is None else list(state.constants)
     for k, i in enumerate(slots):
         inputs[i] = saved[k]
-    return inputs, saved_outputs(saved[len(slots) :], state.single)
+    return inputs, saved[len(slots) :]
 
 
 def saved_outputs(held: Sequence[Any], single: bool) -> Any:
@@ -299,10 +312,12 @@ def missing_backward(rules: Rules, position: int) -> NpgradError:
         return not_twice_differentiable(rules.parent)
     name = rules.input_name(position)
     var = rules.variable
+    # A variadic input is named by its position.
+    key = f'"{name}"' if position < rules.arity else str(position)
     how = (
-        f'@{var}.vjp("{name}")'
+        f"@{var}.vjp({key})"
         if rules.vjps
-        else f'@{var}.backward (or one per input with @{var}.vjp("{name}"))'
+        else f"@{var}.backward (or one per input with @{var}.vjp({key}))"
     )
     return MissingBackwardError(
         f'npgrad op "{rules.name}": a gradient was asked for input "{name}" (position '
@@ -310,11 +325,46 @@ def missing_backward(rules: Rules, position: int) -> NpgradError:
     )
 
 
+def none_for_a_needed_gradient(rules: Rules, position: int) -> GradientError:
+    """The error for a gradient rule that returned None for an input needing a gradient."""
+    rule, name = rules.describe(position)[1:3]
+    return GradientError(
+        f'npgrad op "{rules.name}": {rule} returned None as the gradient for input "{name}" '
+        f"(position {position}), which needs one; expected its gradient: return it (zeros "
+        f"where the outputs do not depend on the input), and None only where "
+        f"needs_input_grad is False"
+    )
+
+
+def none_for_a_tangent(rules: Rules, output: int) -> GradientError:
+    """The error for a jvp that returned None as the tangent of a differentiable output."""
+    return GradientError(
+        f'npgrad op "{rules.name}": jvp returned None as the tangent of output {output}, which '
+        f"is differentiable; expected a tangent shaped like the output: return it (zeros where "
+        f"it does not depend on the inputs), and None only for integer or bool outputs"
+    )
+
+
+def wrong_tangent_count(rules: Rules, got: int, outputs: int) -> GradientError:
+    """The error for a jvp that returned another number of tangents than there are outputs."""
+    return GradientError(
+        f'npgrad op "{rules.name}": jvp returned {got} tangent(s) for {outputs} output(s); '
+        f"expected one tangent per output, a bare array for an op returning one array and a "
+        f"tuple for an op returning a tuple"
+    )
+
+
 def not_twice_differentiable(rules: Rules) -> NotTwiceDifferentiableError:
     """The error for a derivative asked through an op's NumPy backward or NumPy jvp."""
+    var = rules.variable
+    fix = (
+        f"its jvp is NumPy, though its backward is made of ops: remove the @{var}.jvp (the "
+        f"tensor backward gives forward mode to any order) or write it with ops in the backward"
+        if rules.tensor_backward is not None
+        else f"write the backward with npgrad ops and torch ops on tensors "
+        f"(@{var}.tensor_backward) to make the op differentiable to any order"
+    )
     return NotTwiceDifferentiableError(
         f'npgrad op "{rules.name}": asked for a second derivative, but its gradient rules are '
-        f"written in NumPy and are differentiable once; write the backward with npgrad ops and "
-        f"torch ops on tensors (@{rules.variable}.tensor_backward) to make the op differentiable "
-        f"to any order"
+        f"written in NumPy and are differentiable once; {fix}"
     )

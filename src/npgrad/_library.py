@@ -23,17 +23,10 @@ import torch
 from npgrad._convert import floating_result_dtype
 from npgrad._forward import Call
 from npgrad._gradients import companion_gradients, missing_backward, tensor_gradients
-from npgrad._rules import Rules, Runtime
+from npgrad._rules import COMPANION_KEYWORDS, Rules, Runtime
 from npgrad.errors import InputError
 
 _libraries: dict[str, torch.library.Library] = {}
-# The keywords each kind of companion adds to its parent's config, with schema types.
-# (Defaults only because inductor's code for a custom op passes keyword-only arguments without
-# defaults by position.)
-_COMPANION_KEYWORDS = {
-    "backward": {"needs_input_grad": "bool[]=[]", "single_output": "bool=True"},
-    "jvp": {"input_count": "int=0", "single_output": "bool=True"},
-}
 
 
 def register(core: Runtime) -> str | None:
@@ -87,16 +80,14 @@ def traceable(core: Runtime) -> bool:
 def call(core: Runtime, inputs: tuple[Any, ...], config: dict[str, Any]) -> Any:
     """Call the op through its custom op (for tracing), or eagerly outside the graph."""
     rules = core._rules
-    if not traceable(core) or not all(isinstance(a, torch.Tensor) or a is None for a in inputs):
+    # Numbers have no place in a schema, and fake tensors are dense: either is a graph break.
+    dense = all(
+        a is None or (isinstance(a, torch.Tensor) and a.layout == torch.strided) for a in inputs
+    )
+    if not traceable(core) or not dense:
         if torch.compiler.is_compiling():
             return _outside_graph(core, inputs, config)
-        raise InputError(
-            f'npgrad op "{rules.name}" met traced tensors (torch.compile, torch.export, fake '
-            f"tensors) but cannot be traced: "
-            f"{core._library_problem or 'its output shapes are unknown'}; give it a signature "
-            f"naming every output dim or an @{rules.variable}.shape rule, and typed config "
-            f"defaults"
-        )
+        raise _untraceable(core)
     library_op = getattr(getattr(torch.ops, rules.namespace), rules.opname).default
     args = (list(inputs),) if _variadic(rules) else inputs
     # Residuals are Python objects no schema holds: the companion's kernel computes them again.
@@ -109,8 +100,22 @@ def call(core: Runtime, inputs: tuple[Any, ...], config: dict[str, Any]) -> Any:
 
 @torch.compiler.disable  # type: ignore[untyped-decorator]
 def _outside_graph(core: Runtime, inputs: tuple[Any, ...], config: dict[str, Any]) -> Any:
-    # A graph break: Dynamo runs this call eagerly, on real tensors.
+    # A graph break: Dynamo runs this call eagerly, on real tensors. A trace that cannot break
+    # (torch.export) comes here while compiling: the op cannot be traced.
+    if torch.compiler.is_compiling():
+        raise _untraceable(core)
     return core(*inputs, **config)
+
+
+def _untraceable(core: Runtime) -> InputError:
+    rules = core._rules
+    return InputError(
+        f'npgrad op "{rules.name}" met traced tensors (torch.compile, torch.export, fake '
+        f"tensors) but cannot be traced: "
+        f"{core._library_problem or 'its output shapes are unknown'}; give it a signature "
+        f"naming every output dim or an @{rules.variable}.shape rule, and typed config "
+        f"defaults"
+    )
 
 
 def _variadic(rules: Rules) -> bool:
@@ -161,7 +166,11 @@ def _output_shapes(
     else:
         found = rules.output_shapes(shapes, config)
     if found is None:
-        raise InputError(f'npgrad op "{rules.name}": output shapes unknown for inputs {shapes}')
+        raise InputError(
+            f'npgrad op "{rules.name}": traced with inputs of shapes {shapes}, but its output '
+            f"shapes are unknown; expected a signature naming every output dim or an "
+            f"@{(rules.parent or rules).variable}.shape rule that gives them"
+        )
     return found
 
 
@@ -175,19 +184,22 @@ def _setup_context(core: Runtime) -> Any:
         keyword_only_inputs: dict[str, Any] | None = None,
     ) -> None:
         values = list(inputs[0]) if _variadic(rules) else list(inputs)
-        tensors = [value for value in values if isinstance(value, torch.Tensor)]
-        # The autograd formula's own record of the call, as the Function keeps one. Inputs
-        # given as None are saved as None, so every input has a place among the saved.
+        # The autograd formula's own record of the call, as the Function keeps one: the tensor
+        # inputs by position (an optional input may be None), the others as they are.
+        slots = [i for i, value in enumerate(values) if isinstance(value, torch.Tensor)]
+        tensors = [values[i] for i in slots]
         state = Call(
             core._rules,
             _from_schema(keyword_only_inputs or {}, rules),
             floating_result_dtype(tensors),
             None,
             len(values),
+            slots,
+            [None if isinstance(value, torch.Tensor) else value for value in values],
         )
         state.single = len(output) == 1
         ctx.state = state
-        ctx.save_for_backward(*values, *(output if core._rules.saves_outputs else ()))
+        ctx.save_for_backward(*tensors, *(output if core._rules.saves_outputs else ()))
 
     return setup_context
 
@@ -196,14 +208,18 @@ def _backward(core: Runtime) -> Any:
     def backward(ctx: Any, grads: list[torch.Tensor]) -> tuple[Any, ...]:
         state: Call = ctx.state
         rules = state.rules
-        needs = ctx.needs_input_grad[: state.count]
+        # One flag per input as the call passed it: trailing optional inputs it left out have
+        # none (and get no gradient back), None inputs have None.
+        flags = ctx.needs_input_grad
+        passed = len(flags)
+        needs = [bool(flags[i]) if i < passed else False for i in range(state.count)]
         if not rules.has_backward:
             raise missing_backward(rules, next(i for i, need in enumerate(needs) if need))
         saved = ctx.saved_tensors
         if rules.tensor_backward is not None:
-            return tuple(tensor_gradients(state, saved, grads, needs))
+            return tuple(tensor_gradients(state, saved, grads, needs))[:passed]
         companion = core._companions["backward"]
-        return tuple(companion_gradients(companion, state, saved, grads, needs))
+        return tuple(companion_gradients(companion, state, saved, grads, needs))[:passed]
 
     return backward
 
@@ -223,9 +239,12 @@ def _schema(rules: Rules) -> str:
             )
         config.append(f"{kind} {name}={_schema_default(default)}")
     if rules.parent is not None:
+        # With defaults, though every call passes them: inductor's code for a custom op passes
+        # keyword-only arguments without defaults by position.
         config.extend(
-            f"{kind.split('=')[0]} {name}={kind.split('=')[1]}"
-            for name, kind in _COMPANION_KEYWORDS[rules.kind].items()
+            f"{kind} {name}={_schema_default(default)}"
+            for name, (kind, default) in COMPANION_KEYWORDS[rules.kind].items()
+            if kind is not None
         )
         positional = ["Tensor?[] args"]
     elif rules.varargs_name is not None:
@@ -273,17 +292,18 @@ def _from_schema(config: dict[str, Any], rules: Rules) -> dict[str, Any]:
     # their schema default may be left out: the companion's own are filled in again.
     values = {key: tuple(v) if isinstance(v, list) else v for key, v in config.items()}
     if rules.parent is not None:
-        defaults = {"needs_input_grad": (), "single_output": True, "input_count": 0}
-        values = {
-            **{name: defaults[name] for name in _COMPANION_KEYWORDS[rules.kind]},
-            **values,
+        defaults = {
+            name: default
+            for name, (kind, default) in COMPANION_KEYWORDS[rules.kind].items()
+            if kind is not None
         }
+        values = {**defaults, **values}
     return values
 
 
 def _parent_config(config: dict[str, Any]) -> dict[str, Any]:
-    added = {name for keywords in _COMPANION_KEYWORDS.values() for name in keywords}
-    return {key: v for key, v in config.items() if key not in added and key != "residuals"}
+    added = {name for keywords in COMPANION_KEYWORDS.values() for name in keywords}
+    return {key: v for key, v in config.items() if key not in added}
 
 
 def _as_list(result: Any) -> list[torch.Tensor]:

@@ -45,6 +45,7 @@ class Op(Core):
         vectorized: bool = False,
     ) -> None:
         rules = define(name, forward, signature=signature, vectorized=vectorized)
+        # Registered first: a taken name must fail before anything is built or defined.
         self._rules = rules
         _registry.register(self)
         super().__init__(rules)
@@ -212,7 +213,7 @@ class Op(Core):
         if not callable(fn):
             raise DefinitionError(
                 f'npgrad op "{self.name}": @{self.__name__}.shape expects a function, '
-                f"got {type(fn).__name__}"
+                f"got {type(fn).__name__}; decorate a def, or pass a function"
             )
         self._update(shape=fn)
         return fn
@@ -254,7 +255,7 @@ class Op(Core):
         if not callable(fn):
             raise DefinitionError(
                 f'npgrad op "{self.name}": @{self.__name__}.save expects a function, '
-                f"got {type(fn).__name__}"
+                f"got {type(fn).__name__}; decorate a def, or pass a function"
             )
         self._update(save=fn)
         return fn

@@ -21,8 +21,23 @@ from npgrad.errors import DefinitionError
 _NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*::[A-Za-z_][A-Za-z0-9_]*$")
 # Keyword-only parameters npgrad fills itself in gradient rules, never config.
 FILLED = frozenset({"needs_input_grad", "outputs"})
-# Those, and the keywords of companion ops (see _companions): no config may take these names.
-RESERVED = FILLED | {"single_output", "residuals", "input_count"}
+# What each kind of companion op (see _companions) takes beside its parent's config: a name, its
+# custom-op schema type and default (None: not in the schema; a trace computes it again).
+COMPANION_KEYWORDS: dict[str, dict[str, tuple[str | None, Any]]] = {
+    "backward": {
+        "needs_input_grad": ("bool[]", ()),
+        "single_output": ("bool", True),
+        "residuals": (None, None),
+    },
+    "jvp": {
+        "input_count": ("int", 0),
+        "single_output": ("bool", True),
+        "differentiable": ("bool[]", ()),
+        "residuals": (None, None),
+    },
+}
+# No config may take these names.
+RESERVED = FILLED | {name for keywords in COMPANION_KEYWORDS.values() for name in keywords}
 
 
 @dataclass(frozen=True)
@@ -113,12 +128,7 @@ class Rules:
 
     def describe(self, position: int) -> tuple[str, str, str, int]:
         """Say, for messages about a gradient, which op, rule and input it belongs to."""
-        if self.backward is not None:
-            rule = "backward"
-        elif self.tensor_backward is not None:
-            rule = "tensor backward"
-        else:
-            rule = "vjp"
+        rule = {"numpy": "backward", "tensor": "tensor backward"}.get(self.backward_kind, "vjp")
         return self.name, rule, self.input_name(position), position
 
     def input_name(self, position: int) -> str:
@@ -243,7 +253,7 @@ def rule(rules: Rules, fn: Callable[..., Any], what: str) -> Rule:
     if not callable(fn):
         raise DefinitionError(
             f'npgrad op "{rules.name}": @{rules.variable}.{what} expects a function, '
-            f"got {type(fn).__name__}"
+            f"got {type(fn).__name__}; decorate a def, or pass a function"
         )
     takes, required = set(), set()
     any_keyword = False

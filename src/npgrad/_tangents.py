@@ -23,7 +23,7 @@ from npgrad._gradients import (
     user_gradients,
 )
 from npgrad._rules import Rules
-from npgrad.errors import MissingBackwardError, NpgradError
+from npgrad.errors import GradientError, MissingBackwardError, NpgradError
 
 
 def tangents(
@@ -36,67 +36,95 @@ def tangents(
     rules = state.rules
     if rules.jvp is None and rules.tensor_backward is None:
         raise missing_jvp(rules)
-    inputs, outputs = saved_inputs(state, saved)
-    held = [] if outputs is None else list(outputs) if isinstance(outputs, tuple) else [outputs]
+    inputs, held = saved_inputs(state, saved)
+    given = [tangent is not None for tangent in tangents]
     filled = [
         (torch.zeros_like(value) if isinstance(value, torch.Tensor) else 0.0)
         if tangent is None
         else tangent
         for tangent, value in zip(tangents, inputs, strict=True)
     ]
+    differentiable = tuple(floating for _, floating in state.output_meta)
     with internals.jvp_rule_scope([*inputs, *held], filled) as stripped:
         if stripped is not None:
             values, filled = stripped
             inputs, held = values[: len(inputs)], values[len(inputs) :]
-            outputs = saved_outputs(held, state.single)
         if rules.jvp is None:
             if stripped is None:
                 raise missing_jvp(rules, derived=False)
-            return _transposed_backward(state, inputs, filled, outputs)
-        assert companion is not None
-        return companion(
-            *filled,
-            *inputs,
-            *held,
-            **state.config,
-            input_count=len(inputs),
-            single_output=state.single,
-            residuals=state.residuals,
-        )
+            result = _transposed_backward(state, inputs, filled, given, held)
+        else:
+            assert companion is not None
+            result = companion(
+                *filled,
+                *inputs,
+                *held,
+                **state.config,
+                input_count=len(inputs),
+                single_output=state.single,
+                differentiable=differentiable,
+                residuals=state.residuals,
+            )
+    return _as_tangents(rules, state, result)
+
+
+def _as_tangents(rules: Rules, state: Call, result: Any) -> Any:
+    """Shape each tangent like its output (broadcasting); None for outputs without one."""
+    got = (result,) if state.single else tuple(result)
+    checked: list[torch.Tensor | None] = []
+    for k, (tangent, (shape, floating)) in enumerate(zip(got, state.output_meta, strict=True)):
+        if not floating:
+            checked.append(None)  # torch wants None for a non-differentiable output
+            continue
+        if tuple(tangent.shape) != shape:
+            try:
+                tangent = tangent.expand(shape)
+            except RuntimeError:
+                raise GradientError(
+                    f'npgrad op "{rules.name}": jvp returned a tangent of shape '
+                    f"{tuple(tangent.shape)} for output {k} of shape {shape}; expected one tangent "
+                    f"per output, shaped like it (or like a broadcast of it)"
+                ) from None
+        checked.append(tangent)
+    return checked[0] if state.single else tuple(checked)
 
 
 def _transposed_backward(
-    state: Call, inputs: Sequence[Any], tangents: Sequence[Any], outputs: Any
+    state: Call,
+    inputs: Sequence[Any],
+    tangents: Sequence[Any],
+    given: Sequence[bool],
+    held: Sequence[torch.Tensor],
 ) -> Any:
     """Forward mode from a tensor backward: J t is the gradient of <backward(g), t> in g.
 
     The backward is linear in the output gradients g: backward(g) = J^T g. So the vjp of
     ``g -> backward(g)`` with the input tangents as cotangents is J t, exact, and made of ops
-    again (differentiable to any order).
+    again (differentiable to any order). Only the inputs given a tangent are asked for a
+    gradient, and only the floating outputs get one.
     """
     rules = state.rules
-    single = not isinstance(outputs, tuple)
-    held = (outputs,) if single else outputs
-    positions = [
-        i
+    outputs = saved_outputs(held, state.single)
+    needs = [
+        given[i] and isinstance(value, torch.Tensor) and value.is_floating_point()
         for i, value in enumerate(inputs)
-        if isinstance(value, torch.Tensor) and value.is_floating_point()
     ]
-    needs = [i in positions for i in range(len(inputs))]
+    positions = [i for i, need in enumerate(needs) if need]
+    floating = [k for k, output in enumerate(held) if output.is_floating_point()]
 
-    def backward(*grads: torch.Tensor) -> tuple[torch.Tensor, ...]:
+    def backward(*float_grads: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        grads = [torch.zeros_like(output) for output in held]
+        for k, grad in zip(floating, float_grads, strict=True):
+            grads[k] = grad
         raw = user_gradients(rules, grads, inputs, state.config, needs, outputs, state.residuals)
         gradients = normalised(rules, raw, inputs, needs)
-        return tuple(_or_zeros(gradients[i], inputs[i]) for i in positions)
+        return tuple(gradients[i] for i in positions)  # type: ignore[misc]
 
-    zeros = [torch.zeros_like(output) for output in held]
+    zeros = [torch.zeros_like(held[k]) for k in floating]
     pullback = torch.func.vjp(backward, *zeros)[1]
-    result = pullback(tuple(tangents[i] for i in positions))
-    return result[0] if single else tuple(result)
-
-
-def _or_zeros(gradient: torch.Tensor | None, input: torch.Tensor) -> torch.Tensor:
-    return torch.zeros_like(input) if gradient is None else gradient
+    computed = iter(pullback(tuple(tangents[i] for i in positions)))
+    result = [next(computed) if k in floating else torch.zeros(()) for k in range(len(held))]
+    return result[0] if state.single else tuple(result)
 
 
 def missing_jvp(rules: Rules, derived: bool = True) -> NpgradError:
@@ -112,5 +140,5 @@ def missing_jvp(rules: Rules, derived: bool = True) -> NpgradError:
     )
     return MissingBackwardError(
         f'npgrad op "{rules.name}": forward-mode AD (torch.func.jvp, jacfwd, torch.func.hessian, '
-        f"forward_ad) {why}"
+        f"forward_ad, jacobian(strategy='forward-mode'), gradcheck(check_forward_ad=True)) {why}"
     )

@@ -72,11 +72,26 @@ def apply_without_binding(function: type[torch.autograd.Function]) -> Callable[.
     """Return the C++ ``apply`` of ``function``, which must define no ``setup_context``.
 
     Before torch 2.14, ``Function.apply`` is Python: it checks for transforms and for a
-    ``setup_context`` (about 1.5 us), then calls this. From 2.14 it is this.
+    ``setup_context`` (about 1.5 us), then calls this. From 2.14 it is this. Outside transforms
+    it also replaces dead wrappers (see `unwrap_dead`): npgrad does that where they arise.
     """
     if ENABLED:
         return _FunctionBase.__dict__["apply"].__get__(None, function)  # type: ignore[no-any-return]
     return function.apply
+
+
+def unwrap_dead(tensors: Sequence[Any]) -> list[Any]:
+    """Return ``tensors`` with each dead wrapper replaced by the tensor it wraps.
+
+    A dead wrapper is a tensor of a torch.func transform that has ended: the saved tensors of a
+    ``torch.func.vjp`` pullback called after ``vjp`` returned. Ops applied on it would attach
+    to the wrapper, not to the input, and a derivative through them would be lost. Without
+    the internals, ``Function.apply`` (which every call then takes) does this itself.
+    """
+    if not ENABLED:
+        return list(tensors)
+    unwrap = _functorch.unwrap_if_dead
+    return [unwrap(t) if isinstance(t, torch.Tensor) else t for t in tensors]
 
 
 def innermost_vmap() -> tuple[int, int] | None:
@@ -139,6 +154,8 @@ def jvp_rule_scope(
             return value
         if level >= 0:
             return _functorch._unwrap_for_grad(value, level)
+        if is_legacy_batched(value):  # batched forward gradients: a tangent, no dual
+            return value
         return forward_ad.unpack_dual(value).primal  # type: ignore[no-untyped-call]
 
     with forward_ad._set_fwd_grad_enabled(True):

@@ -11,7 +11,7 @@ batched gradients pass through backwards (``autograd.grad(is_grads_batched=True)
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import torch
@@ -95,11 +95,7 @@ def innermost(core: Runtime, state: Call, args: Sequence[Any], level: int, size:
             out_dims: Any = (0,) * len(out) if isinstance(out, tuple) else 0
         else:
             out, out_dims = rule(core, state.config, size, dims, values)
-    if isinstance(out, tuple):
-        return tuple(
-            internals.add_batch_dim(o, d, level) for o, d in zip(out, out_dims, strict=True)
-        )
-    return internals.add_batch_dim(out, out_dims, level)
+    return _rewrapped(out, out_dims, lambda o, d: internals.add_batch_dim(o, d, level))
 
 
 def legacy(core: Runtime, inputs: Sequence[Any], config: dict[str, Any]) -> Any:
@@ -108,11 +104,13 @@ def legacy(core: Runtime, inputs: Sequence[Any], config: dict[str, Any]) -> Any:
     values, dims, size = internals.unwrap_legacy(inputs, level)
     with internals.below_legacy_vmap():
         out, out_dims = rule(core, config, size, dims, values)
+    return _rewrapped(out, out_dims, lambda o, d: internals.add_legacy_batch_dim(o, d, level))
+
+
+def _rewrapped(out: Any, out_dims: Any, wrap: Callable[[Any, int | None], Any]) -> Any:
     if isinstance(out, tuple):
-        return tuple(
-            internals.add_legacy_batch_dim(o, d, level) for o, d in zip(out, out_dims, strict=True)
-        )
-    return internals.add_legacy_batch_dim(out, out_dims, level)
+        return tuple(wrap(o, d) for o, d in zip(out, out_dims, strict=True))
+    return wrap(out, out_dims)
 
 
 def has_legacy_batched(values: Sequence[Any]) -> bool:
