@@ -12,6 +12,8 @@ from hypothesis import strategies as st
 import npgrad
 from npgrad_scipy.special import ellipe, ellipk, gammaincc, iv, kv, lambertw
 
+from shared_ops import legacy_batched
+
 UNARY = [
     (ellipk, scipy.special.ellipk, (-2.0, 0.95)),
     (ellipe, scipy.special.ellipe, (-2.0, 1.0)),
@@ -75,6 +77,34 @@ def test_the_order_is_not_differentiable() -> None:
         npgrad.NpgradError, match=r'gradient was asked for input "v" \(position 0\)'
     ):
         kv(v, torch.tensor([1.0])).sum().backward()
+    # Forward mode too: a tangent in the order is an error, never a zero.
+    x = torch.tensor([0.7, 2.0], dtype=torch.float64)
+    order = torch.tensor([0.5, 1.5], dtype=torch.float64)
+    for op, name in ((kv, "kv"), (iv, "iv"), (gammaincc, "gammaincc")):
+        with pytest.raises(
+            npgrad.errors.MissingBackwardError,
+            match=rf'"scipy::{name}": forward mode was asked with a tangent in input',
+        ):
+            torch.func.jvp(lambda o, op=op: op(o, x), (order,), (torch.ones_like(order),))
+    _, tangent = torch.func.jvp(lambda t: kv(order, t), (x,), (torch.ones_like(x),))
+    torch.testing.assert_close(tangent, torch.func.jacrev(kv, argnums=1)(order, x).diagonal())
+
+
+def test_batched_gradients_with_an_input_that_gets_none() -> None:
+    # A number order, and an order tensor without a gradient: zeros fill its place in the
+    # batched backward, shaped by the whole batch.
+    def derivative(v: np.ndarray, x: np.ndarray) -> torch.Tensor:
+        return torch.from_numpy((scipy.special.iv(v - 1, x) + scipy.special.iv(v + 1, x)) / 2)
+
+    x = torch.tensor([0.5, 1.0, 2.0], dtype=torch.float64)
+    order = torch.tensor([2.0, 3.0, 4.0], dtype=torch.float64)
+    torch.testing.assert_close(
+        torch.func.jacrev(iv, argnums=1)(order, x),
+        torch.diag(derivative(order.numpy(), x.numpy())),
+    )
+    with legacy_batched():
+        jacobian = torch.autograd.functional.jacobian(lambda t: iv(2.0, t), x, vectorize=True)
+        torch.testing.assert_close(jacobian, torch.diag(derivative(np.array(2.0), x.numpy())))
 
 
 def test_broadcasting_and_batches() -> None:
