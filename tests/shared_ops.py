@@ -67,6 +67,27 @@ def _(g, x, s):
     return g * s, np.dot(g, x)
 
 
+@npgrad.op("shared::sin")
+def tsin(x):
+    return np.sin(x)
+
+
+@npgrad.op("shared::cos")
+def tcos(x):
+    return np.cos(x)
+
+
+# Backwards made of ops: both differentiable to any order, forward mode included.
+@tsin.tensor_backward
+def _(g, x):
+    return g * tcos(x)
+
+
+@tcos.tensor_backward
+def _(g, x):
+    return -g * tsin(x)
+
+
 def make_mul(name: str, calls: list[tuple[bool, ...]] | None = None) -> npgrad.Op:
     """Return a new op ``x * w`` whose NumPy backward records which gradients it was asked."""
 

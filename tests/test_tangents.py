@@ -11,7 +11,7 @@ from torch.func import jacfwd, jacrev, jvp
 import npgrad
 from npgrad import _torch_internals as internals
 
-from shared_ops import f64, legacy_batched, matvec, softplus
+from shared_ops import f64, legacy_batched, matvec, softplus, tcos, tsin
 
 
 def test_forward_mode() -> None:
@@ -34,26 +34,6 @@ def test_forward_mode_without_jvp_says_how_to_add_one(name: str) -> None:
         npgrad.NpgradError, match=rf'npgrad op "{name}": forward-mode AD .*@double\.jvp'
     ):
         jvp(double, (f64(3),), (f64(3),))
-
-
-@npgrad.op("tangents::sin")
-def tsin(x):
-    return np.sin(x)
-
-
-@npgrad.op("tangents::cos")
-def tcos(x):
-    return np.cos(x)
-
-
-@tsin.tensor_backward
-def _(g, x):
-    return g * tcos(x)
-
-
-@tcos.tensor_backward
-def _(g, x):
-    return -g * tsin(x)
 
 
 @npgrad.op("tangents::affine", signature="(m,n),(n),(m)->(m)")

@@ -123,9 +123,7 @@ def _backward(parent: Core) -> Any:
                 result.append(gradient.toarray())
             else:
                 # Checked here, where it is an array; without a signature, summed down too.
-                result.append(
-                    gradient_array(gradient, None if signature else shape, i, rules.describe)
-                )
+                result.append(gradient_array(gradient, None if signature else shape, i, rules))
         return tuple(result)
 
     return forward

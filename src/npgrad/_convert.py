@@ -19,8 +19,8 @@ Design requirements, one place each:
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Sequence
-from typing import Any
+from collections.abc import Sequence
+from typing import Any, Protocol
 
 import numpy as np
 import torch
@@ -35,6 +35,12 @@ Array = np.ndarray[Any, Any]
 # For messages about a gradient: the op's name, the rule that gave it ("backward", "tensor
 # backward", 'vjp of input "x"'), the input's name and its position.
 Where = tuple[str, str, str, int]
+
+
+class Describes(Protocol):
+    """What names a gradient in messages: an op's rules."""
+
+    def describe(self, position: int) -> Where: ...
 
 
 def to_numpy(tensor: torch.Tensor) -> Any:
@@ -236,13 +242,13 @@ def gradient_for(
     input: torch.Tensor,
     device: torch.device | None,
     position: int,
-    describe: Callable[[int], Where],
+    op: Describes,
 ) -> torch.Tensor:
     """Return ``value`` (an ndarray or a tensor) as the gradient of input ``position``, or raise.
 
     Checked (a real array or tensor of the input's shape or of a broadcast of it), summed down
     to the input's shape, cast to its dtype, on its device (``device`` is None when the call ran
-    on the CPU), laid out like it. ``describe(position)`` says, for messages, which op, rule
+    on the CPU), laid out like it. ``op.describe(position)`` says, for messages, which op, rule
     and input it is.
     """
     if (
@@ -262,32 +268,33 @@ def gradient_for(
         except ValueError:
             pass
         else:
-            gradient = gradient if gradient.dtype == input.dtype else gradient.to(input.dtype)
-            return gradient if input.is_contiguous() else _laid_out_like(gradient, input)
+            # Laid out as NumPy made it, C-contiguous: for a parameter of another layout,
+            # AccumulateGrad copies it into the parameter's (torch's gradient layout contract).
+            return gradient if gradient.dtype == input.dtype else gradient.to(input.dtype)
     if isinstance(value, torch.Tensor):
-        return _tensor_gradient(value, input, describe(position))
+        return _tensor_gradient(value, input, op.describe(position))
     if input.layout is not _STRIDED:
         return sparse_gradient(value, input)
-    reduced = gradient_array(value, tuple(input.shape), position, describe)
+    reduced = gradient_array(value, tuple(input.shape), position, op)
     # Off the CPU, a 0-dim CPU input beside device tensors keeps its gradient on the CPU.
     gradient = to_tensor(reduced, input.dtype, None if device is None else input.device)
     return gradient if input.is_contiguous() else _laid_out_like(gradient, input)
 
 
 def gradient_array(
-    value: Any, shape: tuple[int, ...] | None, position: int, describe: Callable[[int], Where]
+    value: Any, shape: tuple[int, ...] | None, position: int, op: Describes
 ) -> Array:
     """Check a NumPy gradient and sum it down to ``shape`` (None: as it is), or raise."""
     array = as_array(value)
     problem = array_problem(array)
     if problem is not None:
-        raise _kind_error(describe(position), problem, "an ndarray")
+        raise _kind_error(op.describe(position), problem, "an ndarray")
     assert isinstance(array, np.ndarray)
     if shape is None:
         return array
     reduced = reduce_to_shape(array, shape)
     if reduced is None:
-        raise _shape_error(describe(position), array.shape, shape)
+        raise _shape_error(op.describe(position), array.shape, shape)
     return reduced
 
 

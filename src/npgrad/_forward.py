@@ -70,7 +70,7 @@ class Call:
         self.output_meta: tuple[tuple[tuple[int, ...], bool], ...] = ()
 
 
-def run_forward(state: Call, args: Sequence[Any], *, keep: bool = False) -> Any:
+def run_forward(state: Call, args: Sequence[Any], keep: bool = False) -> Any:
     """Convert the tensor inputs, run the user's forward, convert its result back.
 
     With ``keep`` (a backward or jvp may follow), an op with ``@op.save`` runs that instead and

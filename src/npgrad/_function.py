@@ -42,12 +42,12 @@ def build(core: Runtime) -> tuple[type[torch.autograd.Function], type[torch.auto
     rules = core._rules
 
     def forward_eager(ctx: Any, state: Call, *args: Any) -> Any:
-        output = run_forward(state, args, keep=True)
+        output = run_forward(state, args, True)
         _save(ctx, state, args, output, forward_mode=False)
         return output
 
     def forward(state: Call, *args: Any) -> Any:
-        return run_forward(state, args, keep=True)
+        return run_forward(state, args, True)
 
     def setup_context(ctx: Any, inputs: tuple[Any, ...], output: Any) -> None:
         _save(ctx, inputs[0], inputs[1:], output, forward_mode=True)
@@ -56,8 +56,11 @@ def build(core: Runtime) -> tuple[type[torch.autograd.Function], type[torch.auto
         state: Call = ctx.state
         if state.rules.backward is not None and not _grad_enabled() and not _transforms_active():
             # _backward's common case, inlined: a NumPy backward whose result is not recorded.
-            arrays = _readable(grads)
-            if arrays is not None:
+            try:
+                arrays = to_numpy_all(grads)
+            except RuntimeError:  # batched or wrapped gradients (see _readable)
+                pass
+            else:
                 saved, needs = ctx.saved_tensors, ctx.needs_input_grad[1:]
                 return (None, *numpy_gradients(state, saved, arrays, needs))
         return (None, *_backward(core, ctx, grads))

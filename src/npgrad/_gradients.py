@@ -52,14 +52,13 @@ def numpy_gradients(
         outputs = saved_outputs([to_numpy(t) for t in saved[held:]], state.single)
     raw = user_gradients(rules, grads, inputs, state.config, needs, outputs, state.residuals)
     device = state.device
-    describe = rules.describe
     result: list[torch.Tensor | None] = [None] * state.count
     for k, i in enumerate(range(state.count) if state.slots is None else state.slots):
         if needs[i]:
             gradient = raw[i]
             if gradient is None:
                 raise none_for_a_needed_gradient(rules, i)
-            result[i] = gradient_for(gradient, saved[k], device, i, describe)
+            result[i] = gradient_for(gradient, saved[k], device, i, rules)
     if _anomaly_enabled():
         _check_gradients(rules, result)
     return result
@@ -108,7 +107,7 @@ def normalised(
         if needs[i] and isinstance(value, torch.Tensor):
             if gradient is None:
                 raise none_for_a_needed_gradient(rules, i)
-            result[i] = gradient_for(gradient, value, value.device, i, rules.describe)
+            result[i] = gradient_for(gradient, value, value.device, i, rules)
     if _anomaly_enabled():
         _check_gradients(rules, result)
     return result

@@ -210,12 +210,7 @@ class Op(Core):
             >>> outer.output_shapes([(2,), (3,)], {})
             [(2, 3)]
         """
-        if not callable(fn):
-            raise DefinitionError(
-                f'npgrad op "{self.name}": @{self.__name__}.shape expects a function, '
-                f"got {type(fn).__name__}; decorate a def, or pass a function"
-            )
-        self._update(shape=fn)
+        self._update(shape=rule(self._rules, fn, "shape").fn)
         return fn
 
     def save(self, fn: F) -> F:
@@ -252,12 +247,7 @@ class Op(Core):
             tensor([[-1., -1.],
                     [-1., -1.]], dtype=torch.float64)
         """
-        if not callable(fn):
-            raise DefinitionError(
-                f'npgrad op "{self.name}": @{self.__name__}.save expects a function, '
-                f"got {type(fn).__name__}; decorate a def, or pass a function"
-            )
-        self._update(save=fn)
+        self._update(save=rule(self._rules, fn, "save").fn)
         return fn
 
     def example(self, fn: Example) -> Example:

@@ -56,9 +56,8 @@ if ENABLED:
         """Whether torch.func transforms or forward-mode AD (dual tensors) are active."""
         return _transforms_active() or forward_ad._current_level >= 0
 
-    def transforms_active() -> bool:
-        """Whether torch.func transforms are active."""
-        return _transforms_active()
+    # Whether torch.func transforms are active.
+    transforms_active: Callable[[], bool] = _transforms_active
 
     is_legacy_batched: Callable[[Any], bool] = _functorch.is_legacy_batchedtensor
 
