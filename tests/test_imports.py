@@ -95,6 +95,7 @@ def test_the_layers_run_the_documented_way() -> None:
         {"npgrad._convert", "npgrad._batch"},
         {"npgrad._rules"},
         {"npgrad._forward"},
+        {"npgrad._calls"},
         {"npgrad._gradients"},
         {"npgrad._tangents"},
         {"npgrad._vmap"},

@@ -31,11 +31,11 @@ from typing import Any
 import numpy as np
 
 from npgrad._batch import Signature, parse
+from npgrad._calls import call_rule
 from npgrad._convert import gradient_array
 from npgrad._dispatch import Core
 from npgrad._forward import add_note, residuals_of
 from npgrad._gradients import (
-    call_rule,
     none_for_a_needed_gradient,
     none_for_a_tangent,
     saved_outputs,
