@@ -7,6 +7,7 @@ import pytest
 import torch
 
 import npgrad
+from npgrad import _torch_internals as internals
 
 
 def test_check_passes_a_correct_op(name: str) -> None:
@@ -24,9 +25,25 @@ def test_check_passes_a_correct_op(name: str) -> None:
         "finite": "passed",
         "gradcheck": "passed",
         "gradgradcheck": "skipped: NumPy backward is differentiable once",
+        "forward": "skipped: no jvp",
         "dtype": "passed",
     }
     assert name in str(report)
+
+
+def test_check_runs_every_order_and_forward_mode_of_a_tensor_backward(name: str) -> None:
+    @npgrad.op(name)
+    def mul(x, w):
+        return x * w
+
+    @mul.tensor_backward
+    def _(grad, x, w):
+        return grad * w, grad * x
+
+    report = npgrad.check(mul, torch.randn(3), torch.randn(3))
+    forward = "passed" if internals.ENABLED else "skipped: forward mode from a tensor backward"
+    assert report.verdicts["gradgradcheck"] == "passed"
+    assert report.verdicts["forward"].startswith(forward)
 
 
 def test_check_names_the_input_with_a_wrong_gradient(name: str) -> None:

@@ -8,6 +8,10 @@ position's value added back onto the input position it copied (for "constant", d
 gradient of the whole filter applies those adjoints axis by axis in reverse order, so it is
 exact for every border mode accepted: "reflect", "mirror", "nearest", "wrap" and "constant"
 (zero). Others are refused with an error.
+
+The adjoint is an op of its own, ``gaussian_filter_adjoint``, whose gradient is the filter
+again: both are linear in their input, so the pair is differentiable to any order, and forward
+mode (the filter of the tangent) comes from the same backward. ``sigma`` is not differentiable.
 """
 
 from __future__ import annotations
@@ -19,7 +23,7 @@ import torch
 from numpy.lib.stride_tricks import sliding_window_view
 
 import npgrad
-from npgrad.errors import InputError
+from npgrad.errors import InputError, MissingBackwardError
 
 Array = np.ndarray[Any, Any]
 # scipy.ndimage's border modes, as numpy.pad names them.
@@ -114,12 +118,68 @@ def gaussian_filter(x: Array, sigma: Any, *, mode: str = "reflect", truncate: fl
     return out
 
 
-@gaussian_filter.vjp("x")
-def _(grad: Array, x: Array, sigma: Any, *, mode: str = "reflect", truncate: float = 4.0) -> Array:
-    sigmas = _sigmas(sigma, x.ndim)
-    for axis in reversed(range(x.ndim)):
-        grad = _adjoint_axis(grad, _kernel(sigmas[axis], truncate), axis, mode, x.shape[axis])
-    return grad
+@npgrad.op("scipy::gaussian_filter_adjoint")
+def gaussian_filter_adjoint(
+    g: Array, sigma: Any, *, mode: str = "reflect", truncate: float = 4.0
+) -> Array:
+    """Apply the adjoint (transpose) of ``gaussian_filter`` to ``g``: its gradient.
+
+    ``<gaussian_filter(x), g> == <x, gaussian_filter_adjoint(g)>`` for every ``x``, in every
+    border mode accepted.
+
+    Examples:
+        >>> import torch
+        >>> from npgrad_scipy.ndimage import gaussian_filter_adjoint
+        >>> gaussian_filter_adjoint(torch.ones(4, 4), 1.0, mode="constant").shape
+        torch.Size([4, 4])
+    """
+    sigmas = _sigmas(sigma, g.ndim)
+    out = np.asarray(g, dtype=np.result_type(g.dtype, np.float32))
+    for axis in reversed(range(g.ndim)):
+        out = _adjoint_axis(out, _kernel(sigmas[axis], truncate), axis, mode, g.shape[axis])
+    return out
+
+
+def _fixed_sigma(name: str, asked: bool) -> None:
+    if asked:
+        raise MissingBackwardError(
+            f'npgrad op "scipy::{name}": a gradient was asked for input "sigma" (position 1), '
+            f"which the op does not differentiate; pass sigma as a number or a tensor that does "
+            f"not require grad"
+        )
+
+
+@gaussian_filter.tensor_backward
+def _(
+    grad: torch.Tensor,
+    x: torch.Tensor,
+    sigma: Any,
+    *,
+    mode: str = "reflect",
+    truncate: float = 4.0,
+    needs_input_grad: tuple[bool, ...],
+) -> tuple[torch.Tensor, None]:
+    _fixed_sigma("gaussian_filter", needs_input_grad[1])
+    return gaussian_filter_adjoint(grad, sigma, mode=mode, truncate=truncate), None
+
+
+@gaussian_filter_adjoint.tensor_backward
+def _(
+    grad: torch.Tensor,
+    g: torch.Tensor,
+    sigma: Any,
+    *,
+    mode: str = "reflect",
+    truncate: float = 4.0,
+    needs_input_grad: tuple[bool, ...],
+) -> tuple[torch.Tensor, None]:
+    _fixed_sigma("gaussian_filter_adjoint", needs_input_grad[1])
+    return gaussian_filter(grad, sigma, mode=mode, truncate=truncate), None
+
+
+@gaussian_filter_adjoint.shape
+def _(g: tuple[int, ...], sigma: Any, *, mode: str = "reflect", truncate: float = 4.0) -> Any:
+    return g
 
 
 @gaussian_filter.shape
@@ -130,4 +190,7 @@ def _(x: tuple[int, ...], sigma: Any, *, mode: str = "reflect", truncate: float 
 for _mode in ("reflect", "mirror", "nearest", "wrap", "constant"):
     gaussian_filter.example(
         lambda mode=_mode: ((torch.randn(6, 7), 1.2), {"mode": mode, "truncate": 3.0})
+    )
+    gaussian_filter_adjoint.example(
+        lambda mode=_mode: ((torch.randn(5, 4), 0.8), {"mode": mode, "truncate": 3.0})
     )

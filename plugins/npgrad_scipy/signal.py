@@ -7,8 +7,9 @@ With ``A y = B x`` (zero initial conditions, ``a[0]`` included) along ``axis``:
   ``dL/db[k] = sum_n u[n] x[n-k]`` and ``dL/da[k] = -sum_n u[n] y[n-k]`` (``y`` is the saved
   output), summed over every other dim of the batch.
 
-Each of these is one ``scipy.signal.lfilter`` call plus one dot product per coefficient, so a
-long signal costs a few passes over it.
+Each of these is one ``lfilter`` call (the op again) plus one dot product per coefficient, so
+a long signal costs a few passes over it; written with the op and torch ops, the backward is
+differentiable again, to any order, and gives forward mode by its transpose.
 """
 
 from __future__ import annotations
@@ -57,36 +58,39 @@ def lfilter(b: Array, a: Array, x: Array, *, axis: int = -1) -> Array:
     return scipy.signal.lfilter(b, a, x, axis=axis)
 
 
-@lfilter.backward
+@lfilter.tensor_backward
 def _(
-    grad: Array,
-    b: Array,
-    a: Array,
-    x: Array,
+    grad: torch.Tensor,
+    b: torch.Tensor,
+    a: torch.Tensor,
+    x: torch.Tensor,
     *,
     axis: int = -1,
     needs_input_grad: tuple[bool, ...],
-    outputs: Array,
-) -> tuple[Array | None, Array | None, Array | None]:
-    g = np.flip(np.moveaxis(grad, axis, -1), -1)
+    outputs: torch.Tensor,
+) -> tuple[torch.Tensor | None, torch.Tensor | None, torch.Tensor | None]:
+    # Time reversed, along the last axis: the adjoint of a causal filter runs backwards.
+    g = grad.movedim(axis, -1).flip(-1)
     grad_x = grad_b = grad_a = None
     if needs_input_grad[2]:
-        grad_x = np.moveaxis(np.flip(scipy.signal.lfilter(b, a, g, axis=-1), -1), -1, axis)
+        grad_x = lfilter(b, a, g).flip(-1).movedim(-1, axis)
     if needs_input_grad[0] or needs_input_grad[1]:
-        u = np.flip(scipy.signal.lfilter([1.0], a, g, axis=-1), -1)
+        u = lfilter(torch.ones_like(a[:1]), a, g).flip(-1)
         if needs_input_grad[0]:
-            grad_b = _lagged_dots(u, np.moveaxis(x, axis, -1), len(b))
+            grad_b = _lagged_dots(u, x.movedim(axis, -1), b.shape[0])
         if needs_input_grad[1]:
-            grad_a = -_lagged_dots(u, np.moveaxis(outputs, axis, -1), len(a))
+            grad_a = -_lagged_dots(u, outputs.movedim(axis, -1), a.shape[0])
     return grad_b, grad_a, grad_x
 
 
-def _lagged_dots(u: Array, signal: Array, count: int) -> Array:
+def _lagged_dots(u: torch.Tensor, signal: torch.Tensor, count: int) -> torch.Tensor:
     """Return ``sum over batch and n of u[..., n] * signal[..., n - k]`` for k < count."""
     n = u.shape[-1]
-    return np.array(
-        [np.vdot(u[..., k:], signal[..., : n - k]) if k < n else 0.0 for k in range(count)]
-    )
+    dots = [
+        (u[..., k:] * signal[..., : n - k]).sum() if k < n else u.new_zeros(())
+        for k in range(count)
+    ]
+    return torch.stack(dots)
 
 
 @lfilter.shape

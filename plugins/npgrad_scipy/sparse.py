@@ -2,10 +2,14 @@
 
 ``x = spsolve(A, b)`` takes ``A`` as a torch sparse tensor (COO or CSR; a dense one works too)
 and ``b`` as a vector or a matrix of right-hand sides. The forward factorises ``A`` once
-(``splu``) and keeps the factorisation as a residual of the call (``@spsolve.save``), so the
-backward's adjoint solve ``A^T u = g`` reuses it. Gradients: ``dL/db = u`` and
-``dL/dA = -u x^T`` restricted to ``A``'s sparsity pattern (a sparse tensor of ``A``'s layout
-with ``A``'s pattern).
+(``splu``) and keeps the factorisation as a residual of the call (``@spsolve.save``). The
+backward solves the adjoint system ``A^T u = g`` with that same factorisation, through
+``lu_solve``, an op of its own: ``dL/db = u`` and ``dL/dA = -u x^T`` restricted to ``A``'s
+sparsity pattern (a sparse tensor of ``A``'s layout with ``A``'s pattern). ``lu_solve``'s own
+gradient is a solve with the other orientation and the same factorisation, so every order
+comes free. Forward mode, ``dx = A^{-1} (db - dA x)``, is a NumPy jvp with the same
+factorisation: torch.func cannot carry sparse tensors through the backward's transpose, so it
+is differentiable once (forward over forward raises ``NotTwiceDifferentiableError``).
 """
 
 from __future__ import annotations
@@ -27,13 +31,14 @@ def _factorise(a: Any) -> Any:
     matrix = scipy.sparse.csc_matrix(a)
     if matrix.shape[0] != matrix.shape[1]:
         raise InputError(
-            f'npgrad op "scipy::spsolve": A has shape {matrix.shape}; expected a square matrix'
+            f'npgrad op "scipy::spsolve": input "a" has shape {matrix.shape}; expected a square '
+            f"matrix"
         )
     try:
         return scipy.sparse.linalg.splu(matrix)
     except RuntimeError as error:  # "Factor is exactly singular"
         raise InputError(
-            f'npgrad op "scipy::spsolve": A cannot be factorised ({error}); expected a '
+            f'npgrad op "scipy::spsolve": input "a" cannot be factorised ({error}); expected a '
             f"non-singular matrix"
         ) from error
 
@@ -46,52 +51,130 @@ def spsolve(a: Any, b: Array) -> Array:
         a: an (n, n) sparse (COO or CSR) or dense tensor.
         b: an (n,) vector or an (n, k) matrix of right-hand sides.
 
-    >>> import torch
-    >>> from npgrad_scipy.sparse import spsolve
-    >>> a = torch.tensor([[2.0, 0.0], [0.0, 4.0]]).to_sparse()
-    >>> spsolve(a, torch.tensor([2.0, 2.0]))
-    tensor([1.0000, 0.5000])
+    Examples:
+        >>> import torch
+        >>> from npgrad_scipy.sparse import spsolve
+        >>> a = torch.tensor([[2.0, 0.0], [0.0, 4.0]]).to_sparse()
+        >>> spsolve(a, torch.tensor([2.0, 2.0]))
+        tensor([1.0000, 0.5000])
     """
-    return _solve(a, b)[0]
+    lu = _factorise(a)
+    return lu.solve(np.asarray(b, dtype=lu.U.dtype))
 
 
 @spsolve.save
 def _(a: Any, b: Array) -> tuple[Array, dict[str, Any]]:
-    x, lu = _solve(a, b)
-    return x, {"lu": lu}
-
-
-def _solve(a: Any, b: Array) -> tuple[Array, Any]:
     lu = _factorise(a)
-    return lu.solve(np.asarray(b, dtype=lu.U.dtype)), lu
+    return lu.solve(np.asarray(b, dtype=lu.U.dtype)), {"lu": lu}
 
 
-@spsolve.backward
+@spsolve.tensor_backward
 def _(
-    grad: Array,
-    a: Any,
-    b: Array,
+    grad: torch.Tensor,
+    a: torch.Tensor,
+    b: torch.Tensor,
     *,
     lu: Any,
     needs_input_grad: tuple[bool, ...],
+    outputs: torch.Tensor,
+) -> tuple[torch.Tensor | None, torch.Tensor]:
+    u = lu_solve(a, grad, factor=lu, transposed=True)
+    grad_a = _on_pattern(u, outputs, a) if needs_input_grad[0] else None
+    return grad_a, u
+
+
+@spsolve.jvp
+def _(ta: Any, tb: Array, a: Any, b: Array, *, lu: Any, outputs: Array) -> Array:
+    return lu.solve(np.asarray(tb - _times(ta, outputs), dtype=lu.U.dtype))
+
+
+def _times(a: Any, x: Array) -> Array:
+    # A tangent of a sparse A is sparse (a scipy matrix), of a dense one dense.
+    return np.asarray(a @ x)
+
+
+@npgrad.op("scipy::lu_solve")
+def lu_solve(a: Any, b: Array, *, factor: Any = None, transposed: bool = False) -> Array:
+    """Solve ``A x = b`` (``A^T x = b`` with ``transposed``) with ``factor``, an ``splu`` of A.
+
+    The adjoint solve of `spsolve`, with the factorisation its forward made; without
+    ``factor``, A is factorised here.
+
+    Examples:
+        >>> import torch
+        >>> from npgrad_scipy.sparse import lu_solve
+        >>> a = torch.tensor([[2.0, 1.0], [0.0, 4.0]])
+        >>> lu_solve(a, torch.tensor([2.0, 4.0]), transposed=True)
+        tensor([1.0000, 0.7500])
+    """
+    lu = _factorise(a) if factor is None else factor
+    return lu.solve(np.asarray(b, dtype=lu.U.dtype), trans="T" if transposed else "N")
+
+
+@lu_solve.jvp
+def _(
+    ta: Any,
+    tb: Array,
+    a: Any,
+    b: Array,
+    *,
+    factor: Any = None,
+    transposed: bool = False,
     outputs: Array,
-) -> tuple[Any, Array]:
-    u = lu.solve(np.asarray(grad, dtype=lu.U.dtype), trans="T")
+) -> Array:
+    lu = _factorise(a) if factor is None else factor
+    change = ta.T @ outputs if transposed else ta @ outputs
+    rhs = np.asarray(tb - np.asarray(change), dtype=lu.U.dtype)
+    return lu.solve(rhs, trans="T" if transposed else "N")
+
+
+@lu_solve.tensor_backward
+def _(
+    grad: torch.Tensor,
+    a: torch.Tensor,
+    b: torch.Tensor,
+    *,
+    factor: Any = None,
+    transposed: bool = False,
+    needs_input_grad: tuple[bool, ...],
+    outputs: torch.Tensor,
+) -> tuple[torch.Tensor | None, torch.Tensor]:
+    # x = A^{-1} b: u = A^{-T} g, dL/dA = -u x^T; x = A^{-T} b: u = A^{-1} g, dL/dA = -x u^T.
+    u = lu_solve(a, grad, factor=factor, transposed=not transposed)
     grad_a = None
     if needs_input_grad[0]:
-        pattern = scipy.sparse.coo_matrix(a) if scipy.sparse.issparse(a) else None
-        if pattern is None:
-            grad_a = -np.outer(u, outputs) if u.ndim == 1 else -u @ outputs.T
-        else:
-            rows, cols = pattern.row, pattern.col
-            products = u[rows] * outputs[cols]
-            values = -(products if products.ndim == 1 else products.sum(axis=1))
-            grad_a = scipy.sparse.csr_matrix((values, (rows, cols)), shape=pattern.shape)
+        grad_a = _on_pattern(outputs, u, a) if transposed else _on_pattern(u, outputs, a)
     return grad_a, u
+
+
+def _on_pattern(left: torch.Tensor, right: torch.Tensor, a: torch.Tensor) -> torch.Tensor:
+    """Return ``-left @ right^T`` (vectors: their outer product) at A's stored entries only.
+
+    A sparse tensor of A's layout and pattern for a sparse A; the dense product for a dense A.
+    """
+    left2 = left if left.dim() == 2 else left[:, None]
+    right2 = right if right.dim() == 2 else right[:, None]
+    if a.layout == torch.strided:
+        return -left2 @ right2.mT
+    if a.layout == torch.sparse_csr:
+        crow, cols = a.crow_indices(), a.col_indices()
+        rows = torch.repeat_interleave(torch.arange(a.shape[0], device=a.device), crow.diff())
+        values = -(left2[rows] * right2[cols]).sum(-1)
+        return torch.sparse_csr_tensor(crow, cols, values, a.shape)
+    indices = a.coalesce().indices()
+    values = -(left2[indices[0]] * right2[indices[1]]).sum(-1)
+    return torch.sparse_coo_tensor(indices, values, a.shape, is_coalesced=True)
 
 
 @spsolve.shape
 def _(a: tuple[int, ...], b: tuple[int, ...]) -> tuple[int, ...]:
+    return b
+
+
+@lu_solve.shape
+def _(
+    a: tuple[int, ...], b: tuple[int, ...], *, factor: Any = None, transposed: bool = False
+) -> Any:
     return b
 
 
@@ -112,3 +195,10 @@ def laplacian(side: int) -> torch.Tensor:
 @spsolve.example
 def _() -> tuple[tuple[Any, ...], dict[str, Any]]:
     return (laplacian(3).to_dense().to_sparse(), torch.randn(9)), {}
+
+
+@lu_solve.example
+def _() -> tuple[tuple[Any, ...], dict[str, Any]]:
+    return (laplacian(3).to_dense() + torch.triu(torch.rand(9, 9)), torch.randn(9, 2)), {
+        "transposed": True
+    }

@@ -1,24 +1,27 @@
 """Special functions from ``scipy.special`` as differentiable ops, elementwise and broadcasting.
 
 Each op (registered as ``scipy::<name>``) equals SciPy's function, refuses inputs outside its
-real domain with an ``npgrad.errors.InputError``, and has a closed-form derivative (backward
-and jvp):
+real domain with an ``npgrad.errors.InputError`` naming the input and quoting a value, and has
+a backward written with ops (the same special functions again, and torch's), so it is
+differentiable to any order, and in forward mode through that backward's transpose:
 
 | op | domain | derivative |
 | --- | --- | --- |
 | ``kv(v, x)`` | x > 0 | d/dx K_v(x) = -(K_{v-1}(x) + K_{v+1}(x)) / 2 |
-| ``iv(v, x)`` | x >= 0 | d/dx I_v(x) = (I_{v-1}(x) + I_{v+1}(x)) / 2 |
-| ``ellipk(m)`` | m < 1 | (E(m) - (1 - m) K(m)) / (2 m (1 - m)); pi/8 at m = 0 |
-| ``ellipe(m)`` | m <= 1 | (E(m) - K(m)) / (2 m); -pi/8 at m = 0 |
-| ``lambertw(x)`` | x >= -1/e | W(x) / (x (1 + W(x))); 1 at x = 0 (principal real branch) |
-| ``gammaincc(a, x)`` | a > 0, x >= 0 | d/dx Q(a, x) = -x^(a-1) e^(-x) / Gamma(a) |
+| ``iv(v, x)`` | x >= 0; any x for an integer v | d/dx I_v(x) = (I_{v-1}(x) + I_{v+1}(x)) / 2 |
+| ``ellipk(m)`` | m < 1 | (E(m) - (1 - m) K(m)) / (2 m (1 - m)); its series for abs(m) < 1e-3 |
+| ``ellipe(m)`` | m <= 1 | (E(m) - K(m)) / (2 m); its series for abs(m) < 1e-3 |
+| ``lambertw(x)`` | x >= -1/e | 1 / (x + e^W(x)) (principal real branch; +inf at -1/e) |
+| ``gammaincc(a, x)`` | a > 0, x >= 0; a = 0, x > 0 | d/dx Q(a, x) = -x^(a-1) e^(-x) / Gamma(a) |
 
 The order ``v`` of ``kv``/``iv`` and the parameter ``a`` of ``gammaincc`` are not
-differentiable: asking for their gradient raises an error naming the input.
+differentiable: asking for their gradient, or forward mode with a tangent in them, raises an
+error naming the input.
 """
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 import numpy as np
@@ -30,25 +33,31 @@ from npgrad.errors import InputError, MissingBackwardError
 
 Array = np.ndarray[Any, Any]
 ELEMENTWISE = {"signature": "(),()->()", "vectorized": True}
+UNARY = {"signature": "()->()", "vectorized": True}
+# Below this size of m, the elliptic integrals' derivatives come from their series: the closed
+# forms cancel (about eps / m of relative error).
+_SERIES = 1e-3
 
 
-def _no_tangent(name: str, input: str, tangent: Array) -> None:
-    # The derivative in the order (or parameter) has no closed form here: a tangent in it must
-    # be an error, never a silent zero.
-    if np.any(tangent != 0):
-        raise MissingBackwardError(
-            f'npgrad op "scipy::{name}": forward mode was asked with a tangent in input '
-            f'"{input}", whose derivative the op does not give; expected a zero tangent there '
-            f"(only the last input is differentiable)"
+def _domain(name: str, input: str, ok: Any, what: str, values: Any) -> None:
+    if not np.all(ok):
+        values = np.broadcast_to(values, np.shape(ok))
+        bad = values[~np.broadcast_to(ok, values.shape)]
+        raise InputError(
+            f'npgrad op "scipy::{name}": input "{input}" has {bad.size} value(s) outside the '
+            f"real domain {what} (e.g. {bad.flat[0].item()!r}); expected {what}; clamp or mask the "
+            f"inputs"
         )
 
 
-def _domain(name: str, ok: Any, what: str, values: Array) -> None:
-    if not np.all(ok):
-        bad = np.asarray(values)[~np.broadcast_to(ok, np.shape(values))]
-        raise InputError(
-            f'npgrad op "scipy::{name}": got {bad.size} value(s) outside the real domain '
-            f"{what} (e.g. {bad.flat[0]!r}); expected {what}; clamp or mask the inputs"
+def _fixed(name: str, input: str, asked: bool) -> None:
+    # The derivative in an order (or parameter) has no closed form here: a gradient or a
+    # tangent for it must be an error, never a silent zero.
+    if asked:
+        raise MissingBackwardError(
+            f'npgrad op "scipy::{name}": a gradient was asked for input "{input}" (position 0), '
+            f"which the op does not differentiate (only its last input); pass it as a constant "
+            f"(a number, or a tensor that does not require grad)"
         )
 
 
@@ -56,175 +65,178 @@ def _domain(name: str, ok: Any, what: str, values: Array) -> None:
 def kv(v: Array, x: Array) -> Array:
     """Modified Bessel function of the second kind, K_v(x), for x > 0.
 
-    >>> import torch
-    >>> from npgrad_scipy.special import kv
-    >>> kv(torch.tensor(0.5), torch.tensor([1.0, 2.0])).shape
-    torch.Size([2])
+    Examples:
+        >>> import torch
+        >>> from npgrad_scipy.special import kv
+        >>> kv(torch.tensor(0.5), torch.tensor([1.0, 2.0])).shape
+        torch.Size([2])
     """
-    _domain("kv", x > 0, "x > 0", x)
+    _domain("kv", "x", x > 0, "x > 0", x)
     return special.kv(v, x)
 
 
-@kv.vjp("x")
-def _(grad: Array, v: Array, x: Array) -> Array:
-    return -grad * (special.kv(v - 1, x) + special.kv(v + 1, x)) / 2
-
-
-@kv.jvp
-def _(tv: Array, tx: Array, v: Array, x: Array) -> Array:
-    _no_tangent("kv", "v", tv)
-    return -tx * (special.kv(v - 1, x) + special.kv(v + 1, x)) / 2
+@kv.tensor_backward
+def _(
+    grad: torch.Tensor, v: Any, x: torch.Tensor, *, needs_input_grad: tuple[bool, ...]
+) -> tuple[None, torch.Tensor]:
+    _fixed("kv", "v", needs_input_grad[0])
+    return None, -grad * (kv(v - 1, x) + kv(v + 1, x)) / 2
 
 
 @npgrad.op("scipy::iv", **ELEMENTWISE)
 def iv(v: Array, x: Array) -> Array:
-    """Modified Bessel function of the first kind, I_v(x), for x >= 0.
+    """Modified Bessel function of the first kind, I_v(x), for x >= 0 (any x for an integer v).
 
-    >>> import torch
-    >>> from npgrad_scipy.special import iv
-    >>> iv(torch.tensor(1.0), torch.tensor([0.5])).shape
-    torch.Size([1])
+    Examples:
+        >>> import torch
+        >>> from npgrad_scipy.special import iv
+        >>> iv(torch.tensor(1.0), torch.tensor([0.5])).shape
+        torch.Size([1])
     """
-    _domain("iv", x >= 0, "x >= 0", x)
+    # I_v(-x) = (-1)^v I_v(x) for an integer v; otherwise I_v is complex for x < 0.
+    _domain("iv", "x", (x >= 0) | (np.floor(v) == v), "x >= 0, or an integer order v", x)
     return special.iv(v, x)
 
 
-@iv.vjp("x")
-def _(grad: Array, v: Array, x: Array) -> Array:
-    return grad * (special.iv(v - 1, x) + special.iv(v + 1, x)) / 2
+@iv.tensor_backward
+def _(
+    grad: torch.Tensor, v: Any, x: torch.Tensor, *, needs_input_grad: tuple[bool, ...]
+) -> tuple[None, torch.Tensor]:
+    _fixed("iv", "v", needs_input_grad[0])
+    return None, grad * (iv(v - 1, x) + iv(v + 1, x)) / 2
 
 
-@iv.jvp
-def _(tv: Array, tx: Array, v: Array, x: Array) -> Array:
-    _no_tangent("iv", "v", tv)
-    return tx * (special.iv(v - 1, x) + special.iv(v + 1, x)) / 2
+# The Maclaurin coefficients of K(m) and E(m) over pi/2: K = pi/2 sum k_n m^n, E likewise.
+_K_SERIES = [1.0, 1 / 4, 9 / 64, 25 / 256, 1225 / 16384, 3969 / 65536, 53361 / 1048576]
+_E_SERIES = [c / (1 - 2 * n) for n, c in enumerate(_K_SERIES)]
 
 
-def _ellipk_derivative(m: Array) -> Array:
-    with np.errstate(divide="ignore", invalid="ignore"):
-        d = (special.ellipe(m) - (1 - m) * special.ellipk(m)) / (2 * m * (1 - m))
-    return np.where(m == 0, np.pi / 8, d)
+def _series_slope(coefficients: list[float], m: torch.Tensor) -> torch.Tensor:
+    slope = torch.zeros_like(m)
+    for n in reversed(range(1, len(coefficients))):
+        slope = slope * m + n * coefficients[n]
+    return math.pi / 2 * slope
 
 
-def _ellipe_derivative(m: Array) -> Array:
-    with np.errstate(divide="ignore", invalid="ignore"):
-        d = (special.ellipe(m) - special.ellipk(m)) / (2 * m)
-    return np.where(m == 0, -np.pi / 8, d)
+def _ellipk_slope(m: torch.Tensor) -> torch.Tensor:
+    small = m.abs() < _SERIES
+    # The closed form where it is accurate; elsewhere a harmless value, so that neither branch
+    # of the where carries a NaN into the gradient.
+    safe = torch.where(small, torch.full_like(m, 0.5), m)
+    closed = (ellipe(safe) - (1 - safe) * ellipk(safe)) / (2 * safe * (1 - safe))
+    return torch.where(small, _series_slope(_K_SERIES, m), closed)
 
 
-@npgrad.op("scipy::ellipk", signature="()->()", vectorized=True)
+def _ellipe_slope(m: torch.Tensor) -> torch.Tensor:
+    small = m.abs() < _SERIES
+    safe = torch.where(small, torch.full_like(m, 0.5), m)
+    closed = (ellipe(safe) - ellipk(safe)) / (2 * safe)
+    return torch.where(small, _series_slope(_E_SERIES, m), closed)
+
+
+@npgrad.op("scipy::ellipk", **UNARY)
 def ellipk(m: Array) -> Array:
     """Complete elliptic integral of the first kind, K(m), for m < 1.
 
-    >>> import torch
-    >>> from npgrad_scipy.special import ellipk
-    >>> float(ellipk(torch.tensor(0.0)))  # pi / 2
-    1.5707963705062866
+    Examples:
+        >>> import torch
+        >>> from npgrad_scipy.special import ellipk
+        >>> float(ellipk(torch.tensor(0.0)))  # pi / 2
+        1.5707963705062866
     """
-    _domain("ellipk", m < 1, "m < 1", m)
+    _domain("ellipk", "m", m < 1, "m < 1", m)
     return special.ellipk(m)
 
 
-@ellipk.backward
-def _(grad: Array, m: Array) -> Array:
-    return grad * _ellipk_derivative(m)
+@ellipk.tensor_backward
+def _(grad: torch.Tensor, m: torch.Tensor) -> torch.Tensor:
+    return grad * _ellipk_slope(m)
 
 
-@ellipk.jvp
-def _(tm: Array, m: Array) -> Array:
-    return tm * _ellipk_derivative(m)
-
-
-@npgrad.op("scipy::ellipe", signature="()->()", vectorized=True)
+@npgrad.op("scipy::ellipe", **UNARY)
 def ellipe(m: Array) -> Array:
     """Complete elliptic integral of the second kind, E(m), for m <= 1.
 
-    >>> import torch
-    >>> from npgrad_scipy.special import ellipe
-    >>> float(ellipe(torch.tensor(1.0)))
-    1.0
+    Examples:
+        >>> import torch
+        >>> from npgrad_scipy.special import ellipe
+        >>> float(ellipe(torch.tensor(1.0)))
+        1.0
     """
-    _domain("ellipe", m <= 1, "m <= 1", m)
+    _domain("ellipe", "m", m <= 1, "m <= 1", m)
     return special.ellipe(m)
 
 
-@ellipe.backward
-def _(grad: Array, m: Array) -> Array:
-    return grad * _ellipe_derivative(m)
+@ellipe.tensor_backward
+def _(grad: torch.Tensor, m: torch.Tensor) -> torch.Tensor:
+    return grad * _ellipe_slope(m)
 
 
-@ellipe.jvp
-def _(tm: Array, m: Array) -> Array:
-    return tm * _ellipe_derivative(m)
+_BRANCH_POINT = -1 / np.e
 
 
-def _lambertw_derivative(x: Array, w: Array) -> Array:
-    with np.errstate(divide="ignore", invalid="ignore"):
-        d = w / (x * (1 + w))
-    return np.where(x == 0, 1.0, d)
-
-
-@npgrad.op("scipy::lambertw", signature="()->()", vectorized=True)
+@npgrad.op("scipy::lambertw", **UNARY)
 def lambertw(x: Array) -> Array:
     """Lambert W function, principal real branch, for x >= -1/e.
 
-    >>> import torch
-    >>> from npgrad_scipy.special import lambertw
-    >>> round(float(lambertw(torch.tensor(1.0))), 6)  # the omega constant
-    0.567143
+    Examples:
+        >>> import torch
+        >>> from npgrad_scipy.special import lambertw
+        >>> round(float(lambertw(torch.tensor(1.0))), 6)  # the omega constant
+        0.567143
     """
-    _domain("lambertw", x >= -1 / np.e, "x >= -1/e", x)
-    return special.lambertw(x).real
+    _domain("lambertw", "x", x >= _BRANCH_POINT, "x >= -1/e", x)
+    with np.errstate(invalid="ignore"):
+        w = special.lambertw(x).real
+    # -1/e rounded to a float falls just outside SciPy's domain (it gives NaN): the branch
+    # point, where W = -1.
+    return np.where(x == _BRANCH_POINT, -1.0, w)
 
 
-@lambertw.backward
-def _(grad: Array, x: Array, *, outputs: Array) -> Array:
-    return grad * _lambertw_derivative(x, outputs)
-
-
-@lambertw.jvp
-def _(tx: Array, x: Array) -> Array:
-    return tx * _lambertw_derivative(x, special.lambertw(x).real)
+@lambertw.tensor_backward
+def _(grad: torch.Tensor, x: torch.Tensor, *, outputs: torch.Tensor) -> torch.Tensor:
+    # W' = W / (x (1 + W)) = 1 / (x + e^W): no 0/0 at x = 0, +inf at the branch point.
+    return grad / (x + torch.exp(outputs))
 
 
 @npgrad.op("scipy::gammaincc", **ELEMENTWISE)
 def gammaincc(a: Array, x: Array) -> Array:
-    """Regularised upper incomplete gamma function Q(a, x), for a > 0 and x >= 0.
+    """Regularised upper incomplete gamma function Q(a, x), for a > 0 and x >= 0 (or a = 0).
 
-    >>> import torch
-    >>> from npgrad_scipy.special import gammaincc
-    >>> float(gammaincc(torch.tensor(1.0), torch.tensor(0.0)))
-    1.0
+    Examples:
+        >>> import torch
+        >>> from npgrad_scipy.special import gammaincc
+        >>> float(gammaincc(torch.tensor(1.0), torch.tensor(0.0)))
+        1.0
     """
-    _domain("gammaincc", (a > 0) & (x >= 0), "a > 0 and x >= 0", np.broadcast_arrays(a, x)[1])
+    ok = ((a > 0) & (x >= 0)) | ((a == 0) & (x > 0))
+    a_values, x_values = np.broadcast_arrays(a, x)
+    _domain("gammaincc", "a", ok | (a_values > 0), "a >= 0 (a = 0 with x > 0)", a_values)
+    _domain("gammaincc", "x", ok, "x >= 0 (x > 0 where a = 0)", x_values)
     return special.gammaincc(a, x)
 
 
-def _gammaincc_derivative(a: Array, x: Array) -> Array:
-    return -np.exp((a - 1) * np.log(x) - x - special.gammaln(a))
-
-
-@gammaincc.vjp("x")
-def _(grad: Array, a: Array, x: Array) -> Array:
-    return grad * _gammaincc_derivative(a, x)
-
-
-@gammaincc.jvp
-def _(ta: Array, tx: Array, a: Array, x: Array) -> Array:
-    _no_tangent("gammaincc", "a", ta)
-    return tx * _gammaincc_derivative(a, x)
+@gammaincc.tensor_backward
+def _(
+    grad: torch.Tensor, a: Any, x: torch.Tensor, *, needs_input_grad: tuple[bool, ...]
+) -> tuple[None, torch.Tensor]:
+    _fixed("gammaincc", "a", needs_input_grad[0])
+    a = torch.as_tensor(a, dtype=x.dtype, device=x.device)
+    # -x^(a-1) e^(-x) / Gamma(a), with x^(a-1) at x = 0 taken as its limit (0, 1 or inf).
+    return None, -grad * torch.exp(torch.xlogy(a - 1, x) - x - torch.lgamma(a))
 
 
 def _examples() -> None:
     def positive(*shape: int) -> torch.Tensor:
         return torch.rand(*shape) + 0.5
 
-    kv.example(lambda: ((torch.tensor(0.7), positive(5)), {}))
-    iv.example(lambda: ((torch.tensor(1.3), positive(5)), {}))
+    # The orders as numbers: constants, not differentiable inputs.
+    kv.example(lambda: ((0.7, positive(5)), {}))
+    iv.example(lambda: ((1.3, positive(5)), {}))
     ellipk.example(lambda: ((torch.rand(5) * 1.6 - 0.8,), {}))
     ellipe.example(lambda: ((torch.rand(5) * 1.6 - 0.8,), {}))
     lambertw.example(lambda: ((torch.rand(5) * 3 - 0.3,), {}))
-    gammaincc.example(lambda: ((torch.tensor(2.5), positive(5)), {}))
+    gammaincc.example(lambda: ((2.5, positive(5)), {}))
 
 
 _examples()

@@ -182,7 +182,15 @@ def loop(
     if per_call >= _THREADED_CALL:
         results = parallel_map(lambda args: call(*args), zip(*columns, strict=True))
     else:
-        results = list(map(call, *columns))
+        results = []
+        try:
+            # extend() appends as it goes: on an error, the results so far say where it was.
+            results.extend(map(call, *columns))
+        except Exception as error:
+            where = tuple(int(i) for i in np.unravel_index(len(results), batch))
+            if hasattr(error, "add_note"):
+                error.add_note(f"in batch element {where} of the batch dims {batch}")
+            raise
     if residuals:
         kept = np.empty(count, dtype=object)
         for k, (_, residual) in enumerate(results):

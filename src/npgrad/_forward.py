@@ -66,8 +66,9 @@ class Call:
         # What @op.save returned beside the outputs: a dict, or an object array of dicts (one
         # per batch element) for an op looped over its signature's batch dims. None without.
         self.residuals: Any = None
-        # (shape, floating) of each output, for checking tangents; kept in forward mode only.
-        self.output_meta: tuple[tuple[tuple[int, ...], bool], ...] = ()
+        # (shape, dtype, device) of each output, for the zero gradients torch leaves out and
+        # for checking tangents; kept by the transformable Function only.
+        self.output_meta: tuple[tuple[tuple[int, ...], torch.dtype, torch.device], ...] = ()
 
 
 def run_forward(state: Call, args: Sequence[Any], keep: bool = False) -> Any:

@@ -54,6 +54,8 @@ def build(core: Runtime) -> tuple[type[torch.autograd.Function], type[torch.auto
 
     def backward(ctx: Any, *grads: torch.Tensor) -> tuple[torch.Tensor | None, ...]:
         state: Call = ctx.state
+        if state.output_meta:  # the transformable Function's: torch may leave grads out
+            grads = _materialized(grads, state)
         if state.rules.backward is not None and not _grad_enabled() and not _transforms_active():
             # _backward's common case, inlined: a NumPy backward whose result is not recorded.
             try:
@@ -118,7 +120,11 @@ def _save(ctx: Any, state: Call, args: tuple[Any, ...], output: Any, forward_mod
         state.arrays = ()
     ctx.save_for_backward(*inputs, *(outputs if rules.saves_outputs else ()))
     if forward_mode:
-        state.output_meta = tuple((tuple(o.shape), o.is_floating_point()) for o in outputs)
+        state.output_meta = tuple((tuple(o.shape), o.dtype, o.device) for o in outputs)
+        # Tangents of inputs without one arrive as None, not zeros: a rule differentiable in
+        # some inputs only (a Bessel function's order) must know which were asked for. The
+        # backward then fills in the zero gradients torch leaves out.
+        ctx.set_materialize_grads(False)
         jvp = rules.jvp
         if jvp is None and rules.tensor_backward is not None:
             ctx.save_for_forward(*inputs, *outputs)  # forward mode from the tensor backward
@@ -147,6 +153,16 @@ def _backward(
         if arrays is not None:
             return numpy_gradients(state, saved, arrays, needs)
     return companion_gradients(core._companions["backward"], state, saved, grads, needs)
+
+
+def _materialized(grads: tuple[torch.Tensor, ...], state: Call) -> tuple[torch.Tensor, ...]:
+    """Return the output gradients with zeros where torch left one out (None)."""
+    if all(g is not None for g in grads):
+        return grads
+    return tuple(
+        torch.zeros(shape, dtype=dtype, device=device) if g is None else g
+        for g, (shape, dtype, device) in zip(grads, state.output_meta, strict=True)
+    )
 
 
 def _readable(grads: tuple[torch.Tensor, ...]) -> list[Any] | None:

@@ -44,15 +44,13 @@ def tangents(
         else tangent
         for tangent, value in zip(tangents, inputs, strict=True)
     ]
-    differentiable = tuple(floating for _, floating in state.output_meta)
+    differentiable = tuple(dtype.is_floating_point for _, dtype, _ in state.output_meta)
     with internals.jvp_rule_scope([*inputs, *held], filled) as stripped:
         if stripped is not None:
             values, filled = stripped
             inputs, held = values[: len(inputs)], values[len(inputs) :]
         if rules.jvp is None:
-            if stripped is None:
-                raise missing_jvp(rules, derived=False)
-            result = _transposed_backward(state, inputs, filled, given, held)
+            result = _transposed_backward(state, inputs, filled, given, held, stripped is None)
         else:
             assert companion is not None
             result = companion(
@@ -72,8 +70,8 @@ def _as_tangents(rules: Rules, state: Call, result: Any) -> Any:
     """Shape each tangent like its output (broadcasting); None for outputs without one."""
     got = (result,) if state.single else tuple(result)
     checked: list[torch.Tensor | None] = []
-    for k, (tangent, (shape, floating)) in enumerate(zip(got, state.output_meta, strict=True)):
-        if not floating:
+    for k, (tangent, (shape, dtype, _)) in enumerate(zip(got, state.output_meta, strict=True)):
+        if not dtype.is_floating_point:
             checked.append(None)  # torch wants None for a non-differentiable output
             continue
         if tuple(tangent.shape) != shape:
@@ -95,6 +93,7 @@ def _transposed_backward(
     tangents: Sequence[Any],
     given: Sequence[bool],
     held: Sequence[torch.Tensor],
+    public: bool,
 ) -> Any:
     """Forward mode from a tensor backward: J t is the gradient of <backward(g), t> in g.
 
@@ -102,6 +101,10 @@ def _transposed_backward(
     ``g -> backward(g)`` with the input tangents as cotangents is J t, exact, and made of ops
     again (differentiable to any order). Only the inputs given a tangent are asked for a
     gradient, and only the floating outputs get one.
+
+    ``public``: torch's internals are off, so the rule's own level could not be stripped. Then
+    regular autograd takes the vjp, which leaves forward mode off inside (one level of eager
+    forward_ad, as ``gradcheck(check_forward_ad=True)`` runs); under torch.func it cannot.
     """
     rules = state.rules
     outputs = saved_outputs(held, state.single)
@@ -120,9 +123,21 @@ def _transposed_backward(
         gradients = normalised(rules, raw, inputs, needs)
         return tuple(gradients[i] for i in positions)  # type: ignore[misc]
 
-    zeros = [torch.zeros_like(held[k]) for k in floating]
-    pullback = torch.func.vjp(backward, *zeros)[1]
-    computed = iter(pullback(tuple(tangents[i] for i in positions)))
+    cotangents = tuple(tangents[i] for i in positions)
+    if public:
+        try:
+            zeros = [torch.zeros_like(held[k]).requires_grad_() for k in floating]
+        except RuntimeError as error:  # under a torch.func transform: no regular autograd
+            raise missing_jvp(rules, derived=False) from error
+        with torch.enable_grad():
+            computed = iter(
+                torch.autograd.grad(
+                    backward(*zeros), zeros, cotangents, create_graph=True, allow_unused=True
+                )
+            )
+    else:
+        zeros = [torch.zeros_like(held[k]) for k in floating]
+        computed = iter(torch.func.vjp(backward, *zeros)[1](cotangents))
     result = [next(computed) if k in floating else torch.zeros(()) for k in range(len(held))]
     return result[0] if state.single else tuple(result)
 
@@ -135,8 +150,9 @@ def missing_jvp(rules: Rules, derived: bool = True) -> NpgradError:
         "needs a jvp, and none is registered; register one with "
         f"@{rules.variable}.jvp (a tensor backward gives forward mode too)"
         if derived
-        else "needs a jvp: forward mode from the tensor backward needs torch's internals, "
-        f"which NPGRAD_TORCH_INTERNALS=0 turned off; register one with @{rules.variable}.jvp"
+        else "needs a jvp: forward mode from the tensor backward under torch.func needs "
+        f"torch's internals, which NPGRAD_TORCH_INTERNALS=0 turned off; register one with "
+        f"@{rules.variable}.jvp, or use torch.autograd.forward_ad"
     )
     return MissingBackwardError(
         f'npgrad op "{rules.name}": forward-mode AD (torch.func.jvp, jacfwd, torch.func.hessian, '

@@ -153,8 +153,8 @@ def jvp_rule_scope(
             return value
         if level >= 0:
             return _functorch._unwrap_for_grad(value, level)
-        if is_legacy_batched(value):  # batched forward gradients: a tangent, no dual
-            return value
+        if is_legacy_batched(value) or value.layout != torch.strided:
+            return value  # batched forward gradients (a tangent, no dual), or sparse
         return forward_ad.unpack_dual(value).primal  # type: ignore[no-untyped-call]
 
     with forward_ad._set_fwd_grad_enabled(True):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import re
 import time
 from collections.abc import Callable
@@ -11,6 +12,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from npgrad import _torch_internals as internals
 from npgrad._op import Op
 from npgrad.errors import CheckError, NpgradError
 
@@ -38,8 +40,9 @@ class CheckReport:
 def check(op: Op, *inputs: Any, **config: Any) -> CheckReport:
     """Check ``op`` on ``inputs``: gradients, second derivatives, the dtype policy, finiteness.
 
-    Runs ``torch.autograd.gradcheck`` (and ``gradgradcheck`` when the op is twice
-    differentiable) on float64 copies of the floating inputs, then checks that a float32 call
+    Runs ``torch.autograd.gradcheck``, ``gradgradcheck`` when the op is twice differentiable
+    and gradcheck of forward mode when it has one, on float64 copies of the floating inputs,
+    then checks that a float32 call
     gives float32 outputs and gradients and that every output is finite. ``eps``, ``atol`` and
     ``rtol`` set gradcheck's tolerances unless the op takes config of those names.
 
@@ -84,31 +87,48 @@ def check(op: Op, *inputs: Any, **config: Any) -> CheckReport:
             )
     report.verdicts["finite"] = "passed"
 
+    rules = op._rules
     if not differentiable:
-        why = "no backward" if not op._rules.has_backward else "no floating input"
-        report.verdicts["gradcheck"] = f"skipped: {why}"
-        report.verdicts["gradgradcheck"] = f"skipped: {why}"
+        why = "no backward" if not rules.has_backward else "no floating input"
+        for stage in ("gradcheck", "gradgradcheck", "forward"):
+            report.verdicts[stage] = f"skipped: {why}"
     else:
         double = _copies(inputs, torch.float64, differentiable)
         checks: dict[str, Callable[..., bool]] = {"gradcheck": torch.autograd.gradcheck}
-        if op._rules.tensor_backward is not None:
+        if rules.tensor_backward is not None:
             checks["gradgradcheck"] = torch.autograd.gradgradcheck
+        if rules.jvp is not None or (rules.tensor_backward is not None and internals.ENABLED):
+            checks["forward"] = functools.partial(
+                torch.autograd.gradcheck, check_forward_ad=True, check_backward_ad=False
+            )
         # Sparse inputs: only their stored values are inputs, not the implicit zeros.
         sparse = any(_is_sparse(value) for value in double)
         # torch cannot compare sparse gradients with zero in its undefined-gradient test.
         masked = {"masked": True, "check_undefined_grad": False} if sparse else {}
         for stage, checker in checks.items():
+            given, positions = double, differentiable
+            if stage != "gradcheck" and sparse:
+                # torch's gradgradcheck takes no sparse gradients, nor its forward-mode check
+                # sparse tangents: there, the sparse inputs are constants.
+                positions = tuple(i for i in differentiable if not _is_sparse(double[i]))
+                given = _copies(inputs, torch.float64, positions)
             _stage(
                 op,
                 stage,
-                lambda checker=checker: checker(
-                    run, double, raise_exception=True, **tolerances, **masked
+                lambda checker=checker, given=given: checker(
+                    run, given, raise_exception=True, **tolerances, **masked
                 ),
-                differentiable,
+                positions,
             )
             report.verdicts[stage] = "passed"
         report.verdicts.setdefault(
             "gradgradcheck", "skipped: NumPy backward is differentiable once"
+        )
+        report.verdicts.setdefault(
+            "forward",
+            "skipped: no jvp"
+            if rules.tensor_backward is None
+            else "skipped: forward mode from a tensor backward needs torch's internals",
         )
 
     single = _copies(inputs, torch.float32, differentiable)

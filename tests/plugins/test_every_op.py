@@ -16,7 +16,7 @@ EXAMPLES = [(name, k) for name in SHIPPED for k in range(len(npgrad.get(name).ex
 
 
 def test_every_shipped_op_has_examples() -> None:
-    assert len(SHIPPED) == 15
+    assert len(SHIPPED) == 18
     assert [name for name in SHIPPED if not npgrad.get(name).examples] == []
 
 
@@ -34,6 +34,8 @@ def test_example_passes_its_check(name: str, example: int) -> None:
 @pytest.mark.parametrize("name", SHIPPED)
 def test_opcheck_passes(name: str) -> None:
     op = npgrad.get(name)
+    if op._library_problem is not None:
+        pytest.skip(f"not a custom op: {op._library_problem}")
     args, kwargs = op.examples[0]()
     if not all(isinstance(a, torch.Tensor) and a.layout == torch.strided for a in args):
         pytest.skip(

@@ -7,7 +7,8 @@ import scipy.linalg
 import torch
 
 import npgrad
-from npgrad_scipy.linalg import sqrtm
+from npgrad import _torch_internals as internals
+from npgrad_scipy.linalg import solve_sylvester, sqrtm
 
 
 def spd(*batch: int, n: int = 4) -> torch.Tensor:
@@ -38,16 +39,53 @@ def test_a_non_symmetric_matrix_too() -> None:
 
 def test_complex_roots_are_refused() -> None:
     with pytest.raises(
-        npgrad.NpgradError, match="the principal square root of this matrix is complex"
+        npgrad.NpgradError, match='the principal square root of input "a" is complex'
     ):
         sqrtm(torch.tensor([[-1.0, 0.0], [0.0, 1.0]]))
 
 
-def test_a_hessian_vector_product_is_the_named_error_not_a_wrong_value() -> None:
-    s = torch.randn(3, 3, dtype=torch.float64)
-    s = s @ s.T + 3 * torch.eye(3, dtype=torch.float64)
-    with pytest.raises(
-        npgrad.errors.NotTwiceDifferentiableError,
-        match=r'npgrad op "scipy::sqrtm": asked for a second derivative',
-    ):
-        torch.autograd.functional.hvp(lambda m: sqrtm(m @ m).sum(), s, torch.ones_like(s))
+def test_every_order_and_forward_mode() -> None:
+    # The backward is a Sylvester solve, itself an op with a gradient: Hessians, and forward
+    # mode through the backward's transpose, against finite differences.
+    a = spd(n=3).requires_grad_()
+    assert torch.autograd.gradgradcheck(sqrtm, (a,))
+    batch = spd(2, n=2).requires_grad_()
+    assert torch.autograd.gradgradcheck(sqrtm, (batch,))
+    s = spd(n=3)
+    direction = torch.randn(3, 3, dtype=torch.float64)
+    _, hvp = torch.autograd.functional.hvp(lambda m: sqrtm(m @ m.mT).sum(), s, direction)
+    step = 1e-5
+
+    def gradient(m: torch.Tensor) -> torch.Tensor:
+        m = m.detach().requires_grad_()
+        (g,) = torch.autograd.grad(sqrtm(m @ m.mT).sum(), m)
+        return g
+
+    expected = (gradient(s + step * direction) - gradient(s - step * direction)) / (2 * step)
+    torch.testing.assert_close(hvp, expected, rtol=1e-6, atol=1e-8)
+    if internals.ENABLED:
+        _, tangent = torch.func.jvp(sqrtm, (s,), (direction,))
+        fd = (sqrtm(s + step * direction) - sqrtm(s - step * direction)) / (2 * step)
+        torch.testing.assert_close(tangent, fd, rtol=1e-6, atol=1e-8)
+
+
+def test_solve_sylvester_equals_scipy_and_differentiates_to_any_order() -> None:
+    a = torch.randn(3, 3, dtype=torch.float64) + 3 * torch.eye(3, dtype=torch.float64)
+    b = torch.randn(2, 2, dtype=torch.float64) + 3 * torch.eye(2, dtype=torch.float64)
+    q = torch.randn(3, 2, dtype=torch.float64)
+    x = solve_sylvester(a, b, q)
+    torch.testing.assert_close(
+        x, torch.from_numpy(scipy.linalg.solve_sylvester(a.numpy(), b.numpy(), q.numpy()))
+    )
+    torch.testing.assert_close(a @ x + x @ b, q)
+    inputs = (a.requires_grad_(), b.requires_grad_(), q.requires_grad_())
+    assert torch.autograd.gradcheck(solve_sylvester, inputs)
+    assert torch.autograd.gradgradcheck(solve_sylvester, inputs)
+
+
+@pytest.mark.filterwarnings("ignore::scipy.linalg.LinAlgWarning")
+def test_a_matrix_without_a_root_names_its_place_in_the_batch() -> None:
+    batch = torch.tensor([[[4.0, 0.0], [0.0, 9.0]], [[0.0, 1.0], [0.0, 0.0]]])
+    with pytest.raises(npgrad.errors.InputError, match='input "a" has no square root') as info:
+        sqrtm(batch)
+    assert "in batch element (1,) of the batch dims (2,)" in info.value.__notes__
