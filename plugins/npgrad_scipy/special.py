@@ -13,10 +13,10 @@ differentiable to any order, and in forward mode through that backward's transpo
 | ``ellipe(m)`` | m <= 1 | (E(m) - K(m)) / (2 m); its series for abs(m) < 1e-3 |
 | ``lambertw(x)`` | x >= -1/e | 1 / (x + e^W(x)) (principal real branch; +inf at -1/e) |
 | ``gammaincc(a, x)`` | a > 0, x >= 0; a = 0, x > 0 | d/dx Q(a, x) = -x^(a-1) e^(-x) / Gamma(a) |
+| | | d/da Q(a, x) = N_1 - psi(a) N_0 (``gammaincc_moment``: quadrature; a > 0) |
 
-The order ``v`` of ``kv``/``iv`` and the parameter ``a`` of ``gammaincc`` are not
-differentiable: asking for their gradient, or forward mode with a tangent in them, raises an
-error naming the input.
+The order ``v`` of ``kv``/``iv`` is not differentiable: asking for its gradient, or forward
+mode with a tangent in it, raises an error naming the input.
 """
 
 from __future__ import annotations
@@ -26,7 +26,7 @@ from typing import Any
 
 import numpy as np
 import torch
-from scipy import special
+from scipy import integrate, special
 
 import npgrad
 from npgrad.errors import InputError, MissingBackwardError
@@ -209,9 +209,9 @@ def gammaincc(a: Array, x: Array) -> Array:
         >>> float(gammaincc(torch.tensor(1.0), torch.tensor(0.0)))
         1.0
     """
-    ok = ((a > 0) & (x >= 0)) | ((a == 0) & (x > 0))
     a_values, x_values = np.broadcast_arrays(a, x)
-    _domain("gammaincc", "a", ok | (a_values > 0), "a >= 0 (a = 0 with x > 0)", a_values)
+    _domain("gammaincc", "a", a_values >= 0, "a >= 0", a_values)
+    ok = (x_values > 0) | ((x_values == 0) & (a_values > 0))
     _domain("gammaincc", "x", ok, "x >= 0 (x > 0 where a = 0)", x_values)
     return special.gammaincc(a, x)
 
@@ -219,11 +219,101 @@ def gammaincc(a: Array, x: Array) -> Array:
 @gammaincc.tensor_backward
 def _(
     grad: torch.Tensor, a: Any, x: torch.Tensor, *, needs_input_grad: tuple[bool, ...]
-) -> tuple[None, torch.Tensor]:
-    _fixed("gammaincc", "a", needs_input_grad[0])
+) -> tuple[torch.Tensor | None, torch.Tensor]:
     a = torch.as_tensor(a, dtype=x.dtype, device=x.device)
     # -x^(a-1) e^(-x) / Gamma(a), with x^(a-1) at x = 0 taken as its limit (0, 1 or inf).
-    return None, -grad * torch.exp(torch.xlogy(a - 1, x) - x - torch.lgamma(a))
+    grad_x = -grad * torch.exp(torch.xlogy(a - 1, x) - x - torch.lgamma(a))
+    grad_a = None
+    if needs_input_grad[0]:
+        # dQ/da = N_1 - psi(a) N_0, N_n the log-moments of gammaincc_moment.
+        n0, n1 = gammaincc_moment(a, x, n=0), gammaincc_moment(a, x, n=1)
+        grad_a = grad * (n1 - torch.digamma(a) * n0)
+    return grad_a, grad_x
+
+
+@npgrad.op("scipy::gammaincc_moment", **ELEMENTWISE)
+def gammaincc_moment(a: Array, x: Array, *, n: int = 0) -> Array:
+    """Return the log-moment N_n(a, x) through which Q(a, x) is differentiated in a.
+
+    With ``m_n = integral of (log t)^n t^(a-1) e^(-t) / Gamma(a)`` over ``[x, inf)`` where
+    ``x >= a`` (then ``N_n = m_n``, ``N_0 = Q``) and over ``[0, x]`` where ``x < a`` (then
+    ``N_n = -m_n``, ``N_0 = -P = Q - 1``): the region that avoids cancellation. Both conventions
+    give ``dQ/da = N_1 - psi(a) N_0``, ``dN_n/da = N_{n+1} - psi(a) N_n`` and
+    ``dN_n/dx = -(log x)^n x^(a-1) e^(-x) / Gamma(a)``, so the op is differentiable to any
+    order. By adaptive quadrature (QUADPACK), to about 1e-13; a > 0, x >= 0.
+
+    Examples:
+        >>> import torch
+        >>> from npgrad_scipy.special import gammaincc_moment
+        >>> round(float(gammaincc_moment(torch.tensor(2.5), torch.tensor(4.0), n=1)), 4)
+        0.2575
+    """
+    a_values, x_values = np.broadcast_arrays(np.asarray(a, dtype=float), np.asarray(x, dtype=float))
+    _domain("gammaincc_moment", "a", a_values > 0, "a > 0", a_values)
+    _domain("gammaincc_moment", "x", x_values >= 0, "x >= 0", x_values)
+    out = np.empty(a_values.shape)
+    for index in np.ndindex(out.shape):
+        out[index] = _log_moment(float(a_values[index]), float(x_values[index]), n)
+    return out
+
+
+def _log_moment(a: float, x: float, n: int) -> float:
+    lower = x < a
+    if n == 0:  # exact from SciPy
+        return float(-special.gammainc(a, x) if lower else special.gammaincc(a, x))
+    log_gamma = math.lgamma(a)
+    if not lower:
+
+        def upper(t: float) -> float:
+            return math.log(t) ** n * math.exp((a - 1) * math.log(t) - t - log_gamma)
+
+        return _quad(upper, x, math.inf)
+    if x == 0:
+        return 0.0
+    if n == 1:
+        # QUADPACK's algebraic-logarithmic weight t^(a-1) log t: the singularity at 0 exactly.
+        weight = {"weight": "alg-loga", "wvar": (a - 1, 0)}
+        return -_quad(lambda t: math.exp(-t - log_gamma), 0, x, **weight)
+    # t = x u^(1/a): the weight t^(a-1) dt becomes x^a / a du, smooth but for log u.
+    scale = math.exp(a * math.log(x) - math.lgamma(a + 1))
+
+    def substituted(u: float) -> float:
+        return (math.log(x) + math.log(u) / a) ** n * math.exp(-x * u ** (1 / a)) if u > 0 else 0.0
+
+    return -scale * _quad(substituted, 0, 1)
+
+
+def _quad(f: Any, low: float, high: float, **weight: Any) -> float:
+    # full_output: QUADPACK's notes (a tolerance not quite reached) stay out of the warnings;
+    # its estimates are well below the 1e-10 asked of these derivatives.
+    result = integrate.quad(
+        f, low, high, epsrel=1e-13, epsabs=0, limit=200, full_output=1, **weight
+    )
+    return float(result[0])
+
+
+@gammaincc_moment.tensor_backward
+def _(
+    grad: torch.Tensor,
+    a: torch.Tensor,
+    x: torch.Tensor,
+    *,
+    n: int = 0,
+    outputs: torch.Tensor,
+    needs_input_grad: tuple[bool, ...],
+) -> tuple[torch.Tensor | None, torch.Tensor]:
+    a = torch.as_tensor(a, dtype=x.dtype, device=x.device)
+    grad_a = None
+    if needs_input_grad[0]:
+        grad_a = grad * (gammaincc_moment(a, x, n=n + 1) - torch.digamma(a) * outputs)
+    density = torch.exp(torch.xlogy(a - 1, x) - x - torch.lgamma(a))
+    if n == 0:
+        return grad_a, -grad * density
+    # (log x)^n x^(a-1) at x = 0: its limit, 0 for a > 1, infinite otherwise.
+    safe = torch.where(x > 0, x, torch.ones_like(x))
+    slope = torch.log(safe) ** n * density
+    limit = torch.where(a > 1, 0.0, -((-1.0) ** n) * math.inf)
+    return grad_a, -grad * torch.where(x > 0, slope, limit)
 
 
 def _examples() -> None:
@@ -236,7 +326,8 @@ def _examples() -> None:
     ellipk.example(lambda: ((torch.rand(5) * 1.6 - 0.8,), {}))
     ellipe.example(lambda: ((torch.rand(5) * 1.6 - 0.8,), {}))
     lambertw.example(lambda: ((torch.rand(5) * 3 - 0.3,), {}))
-    gammaincc.example(lambda: ((2.5, positive(5)), {}))
+    gammaincc.example(lambda: ((torch.tensor(2.5), positive(5)), {}))
+    gammaincc_moment.example(lambda: ((torch.rand(4) * 3 + 0.2, positive(4) * 2), {"n": 1}))
 
 
 _examples()

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import warnings
+
+import mpmath
 import numpy as np
 import pytest
 import scipy.special
@@ -47,11 +50,59 @@ def test_binary_values_and_gradients_in_x(case, parameter, seed) -> None:
     assert torch.autograd.gradcheck(lambda t: op(p, t), (x,), check_forward_ad=True)
 
 
+def derivative(op, at: list[float]) -> torch.Tensor:
+    x = torch.tensor(at, dtype=torch.float64, requires_grad=True)
+    (g,) = torch.autograd.grad(op(x).sum(), x)
+    return g
+
+
 def test_special_values_at_the_edges() -> None:
-    zero = torch.zeros(1, dtype=torch.float64, requires_grad=True)
+    zero = [0.0]
     for op, slope in ((ellipk, np.pi / 8), (ellipe, -np.pi / 8), (lambertw, 1.0)):
-        (g,) = torch.autograd.grad(op(zero).sum(), zero)
-        torch.testing.assert_close(g, torch.tensor([slope], dtype=torch.float64))
+        torch.testing.assert_close(derivative(op, zero), torch.tensor([slope], dtype=torch.float64))
+    # The branch point of W: -1/e rounded to a float is where SciPy gives NaN.
+    branch = torch.tensor([-1 / np.e], dtype=torch.float64)
+    assert lambertw(branch).item() == -1.0
+    assert derivative(lambertw, [-1 / np.e]).item() == float("inf")
+
+
+@pytest.mark.parametrize("m", [1e-15, -1e-15, 1e-9, 1e-4, 2e-3, 0.5, -3.0, 0.999999, 1 - 1e-12])
+def test_elliptic_derivatives_against_mpmath(m: float) -> None:
+    # The closed forms cancel as m -> 0 (15 % off at 1e-15 before): the series takes over.
+    k = float(mpmath.diff(mpmath.ellipk, m))
+    torch.testing.assert_close(derivative(ellipk, [m]).item(), k, rtol=1e-10, atol=0)
+    e = float(mpmath.diff(mpmath.ellipe, m))
+    torch.testing.assert_close(derivative(ellipe, [m]).item(), e, rtol=1e-9, atol=0)
+
+
+@pytest.mark.parametrize(("a", "slope"), [(1.0, -1.0), (2.0, 0.0), (0.5, -float("inf"))])
+def test_the_incomplete_gamma_slope_at_zero(a: float, slope: float) -> None:
+    x = torch.zeros(1, dtype=torch.float64, requires_grad=True)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # no RuntimeWarning escapes
+        (g,) = torch.autograd.grad(gammaincc(a, x).sum(), x)
+    assert g.item() == slope
+
+
+def test_the_incomplete_gamma_at_a_zero_follows_scipy() -> None:
+    x = torch.tensor([0.5, 2.0], dtype=torch.float64)
+    torch.testing.assert_close(gammaincc(0.0, x), torch.zeros(2, dtype=torch.float64))
+    with pytest.raises(npgrad.errors.InputError, match=r'input "x" has 1 value\(s\) outside'):
+        gammaincc(0.0, torch.tensor([0.0, 1.0], dtype=torch.float64))
+
+
+def test_bessel_i_of_negative_x_for_integer_orders() -> None:
+    x = torch.tensor([-1.5, -0.3, 0.7], dtype=torch.float64, requires_grad=True)
+    for order in (2.0, 3.0):
+        expected = torch.from_numpy(scipy.special.iv(order, x.detach().numpy()))
+        torch.testing.assert_close(iv(order, x), expected)
+        assert torch.autograd.gradcheck(lambda t, order=order: iv(order, t), (x,))
+    with pytest.raises(
+        npgrad.errors.InputError,
+        match=r'"scipy::iv": input "x" has 2 value\(s\) outside the real domain x >= 0, or an '
+        r"integer order v \(e.g. -1.5\)",
+    ):
+        iv(2.5, x.detach())
 
 
 @pytest.mark.parametrize(
@@ -88,7 +139,7 @@ def test_the_order_is_not_differentiable() -> None:
     order = torch.tensor([0.5, 1.5], dtype=torch.float64)
     if not internals.ENABLED:
         return
-    for op, name, what in ((kv, "kv", "v"), (iv, "iv", "v"), (gammaincc, "gammaincc", "a")):
+    for op, name, what in ((kv, "kv", "v"), (iv, "iv", "v")):
         with pytest.raises(
             npgrad.errors.MissingBackwardError,
             match=rf'"scipy::{name}": a gradient was asked for input "{what}"',
@@ -155,3 +206,23 @@ def test_hessians_match_finite_differences() -> None:
     for op in (ellipk, ellipe, lambertw):
         m = torch.rand(4, dtype=torch.float64) * 0.8 - 0.2
         assert torch.autograd.gradgradcheck(op, (m.requires_grad_(),))
+
+
+@pytest.mark.parametrize(
+    ("a", "x"), [(0.1, 0.05), (0.1, 2.0), (0.5, 1e-8), (2.5, 1.0), (2.5, 4.0), (10.0, 3.0),
+                 (10.0, 20.0), (30.0, 0.5), (50.0, 40.0), (50.0, 49.9), (50.0, 60.0)],
+)  # fmt: skip
+def test_the_incomplete_gamma_in_its_parameter_against_mpmath(a: float, x: float) -> None:
+    # d/da by quadrature of log-moments, in whichever of [0, x] and [x, inf) does not cancel.
+    at = torch.tensor([a], dtype=torch.float64, requires_grad=True)
+    (got,) = torch.autograd.grad(gammaincc(at, torch.tensor([x], dtype=torch.float64)).sum(), at)
+    with mpmath.workdps(40):
+        expected = mpmath.diff(lambda s: mpmath.gammainc(s, x, mpmath.inf, regularized=True), a)
+    torch.testing.assert_close(got.item(), float(expected), rtol=1e-10, atol=1e-300)
+
+
+def test_the_incomplete_gamma_to_second_order_in_both_inputs() -> None:
+    a = torch.tensor([0.1, 0.7, 2.5, 12.0, 45.0], dtype=torch.float64, requires_grad=True)
+    x = torch.tensor([0.05, 2.0, 1.0, 20.0, 40.0], dtype=torch.float64, requires_grad=True)
+    assert torch.autograd.gradcheck(gammaincc, (a, x), check_forward_ad=internals.ENABLED)
+    assert torch.autograd.gradgradcheck(gammaincc, (a, x))
