@@ -32,7 +32,14 @@ def test_overhead_benchmark_runs() -> None:
 
 def test_conv_benchmark_runs() -> None:
     out = run("conv.py", "--quick").stdout
-    for case in ("1. large kernel", "2. real layer", "3. cores", "4. small image", "5. one image"):
+    for case in (
+        "1. large kernel",
+        "2. real layer",
+        "3. cores",
+        "4. small image",
+        "5. one image",
+        "6. volume",
+    ):
         assert case in out
 
 

@@ -3,9 +3,13 @@
 from npgrad_scipy import linalg, ndimage, signal, sparse, special
 from npgrad_scipy._demo import demo
 from npgrad_scipy.conv import (
+    Conv1d,
     Conv2d,
+    Conv3d,
     ScipyConv2d,
+    conv1d,
     conv2d,
+    conv3d,
     convolve2d,
     correlate2d,
     correlate_channels,
@@ -13,9 +17,13 @@ from npgrad_scipy.conv import (
 )
 
 __all__ = [
+    "Conv1d",
     "Conv2d",
+    "Conv3d",
     "ScipyConv2d",
+    "conv1d",
     "conv2d",
+    "conv3d",
     "convolve2d",
     "correlate2d",
     "correlate_channels",

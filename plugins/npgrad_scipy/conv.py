@@ -1,28 +1,36 @@
-"""2-D convolution and correlation ops on NumPy and SciPy, differentiable to any order.
+"""Convolution and correlation ops on NumPy and SciPy, in any number of dims, to any order.
 
 Ops (each registered as ``scipy::<name>``):
 
-- ``correlate2d(x, w)`` and ``convolve2d(x, w)``: over the last two dims of ``x`` (any leading
-  batch dims) with one 2-D kernel; modes "valid", "same" and "full" equal to
-  ``scipy.signal.correlate2d`` / ``convolve2d``, even kernels included.
-- ``conv2d(input, weight, bias=None)``: (N, C_in, H, W) x (C_out, C_in, kh, kw) -> (N, C_out, H',
-  W'), a true convolution (the kernel flipped, as in ``scipy.signal.convolve2d``) summed over input
-  channels.
+- ``convolve(in1, in2)`` and ``correlate(in1, in2)``: N-dimensional, equal to
+  ``scipy.signal.convolve`` / ``correlate`` in every mode ("full", the default, "same",
+  "valid") and method; ``in1`` may have leading batch dims beyond ``in2``'s. In "valid" mode a
+  kernel larger than the input in every dim is taken as SciPy takes it (the two swap).
+- ``correlate2d(x, w)`` and ``convolve2d(x, w)``: the 2-D case, equal to
+  ``scipy.signal.correlate2d`` / ``convolve2d`` in every mode, even kernels included; their
+  default is "valid" (the tutorial's; SciPy's is "full").
+- ``conv1d``, ``conv2d``, ``conv3d(input, weight, bias=None)``: (N, C_in, *S) x
+  (C_out, C_in, *K) -> (N, C_out, *S'), true convolutions (the kernel flipped, as in
+  ``scipy.signal.convolve``) summed over input channels; the layers ``Conv1d``, ``Conv2d`` and
+  ``Conv3d`` hold their weights with ``nn.ConvNd``'s names and initialisation.
 - ``correlate_channels(x, w, padding=...)``: the primitive the others reduce to: a valid
-  correlation of the zero-padded ``x`` (B, C, H, W) with ``w`` (O, C, kh, kw), summed over C.
+  correlation of the zero-padded ``x`` (B, C, *S) with ``w`` (O, C, *K), summed over C.
 - ``scipy_conv2d(input, filter, bias)``: the op of PyTorch's tutorial "Creating extensions using
-  numpy and scipy", with the tutorial's NumPy backward.
+  numpy and scipy", with the tutorial's NumPy backward (differentiable once, as written there).
 
 ``method`` is "direct" (sliding windows and BLAS), "fft" (``scipy.fft``) or "auto", which picks
 the faster for each call from the sizes. Gradients: for ``y = correlate_channels(x, w)`` with
-padding (t, b, l, r),
+padding (before_d, after_d) along each spatial dim d,
 
 - ``dL/dx = correlate_channels(dL/dy, flip(w) with in/out channels swapped,
-  padding=(kh-1-t, kh-1-b, kw-1-l, kw-1-r))``: a full convolution, cropped;
+  padding=(k_d-1-before_d, k_d-1-after_d))``: a full convolution, cropped;
 - ``dL/dw = correlate_channels(x with batch and channels swapped, dL/dy likewise, padding)``: a
   valid correlation of the input with the output gradient.
 
-Both are ``correlate_channels`` again, so every op here is differentiable to any order.
+Both are ``correlate_channels`` again, so every op here (but the tutorial's) is differentiable
+to any order, and has forward mode (the transpose of that backward: the op on the tangents).
+HIPS autograd's ``convolve(A, B, axes=, dot_axes=)`` generalisation is not provided: the
+channel sum of ``correlate_channels`` covers its common use.
 """
 
 from __future__ import annotations
@@ -43,7 +51,8 @@ from npgrad_scipy._correlate import METHODS, correlate
 from npgrad_scipy._correlate import pad as _pad
 
 Array = np.ndarray[Any, Any]
-Padding = tuple[int, int, int, int]
+# (before, after) for each spatial dim in turn.
+Padding = tuple[int, ...]
 MODES = ("valid", "same", "full")
 
 
@@ -57,29 +66,32 @@ def correlate_channels(
     """Correlate the zero-padded ``x`` with ``w`` ("valid"), summed over channels.
 
     Args:
-        x: (B, C, H, W) inputs.
-        w: (O, C, kh, kw) kernels.
-        padding: zeros added (negative: rows or columns removed) at the top, bottom, left and
-            right of each image.
+        x: (B, C, *S) inputs, any number of spatial dims.
+        w: (O, C, *K) kernels, as many spatial dims.
+        padding: zeros added (negative: elements removed) before and after each spatial dim in
+            turn, e.g. (top, bottom, left, right) in 2-D; all zeros (the default) for none.
         method: "direct", "fft" or "auto".
 
     Returns:
-        (B, O, H + top + bottom - kh + 1, W + left + right - kw + 1).
+        (B, O, *(S + before + after - K + 1)).
 
-    >>> import torch
-    >>> from npgrad_scipy.conv import correlate_channels
-    >>> x, w = torch.ones(2, 3, 5, 5), torch.ones(4, 3, 3, 3)
-    >>> correlate_channels(x, w, padding=(1, 1, 1, 1)).shape
-    torch.Size([2, 4, 5, 5])
+    Examples:
+        >>> import torch
+        >>> from npgrad_scipy.conv import correlate_channels
+        >>> x, w = torch.ones(2, 3, 5, 5), torch.ones(4, 3, 3, 3)
+        >>> correlate_channels(x, w, padding=(1, 1, 1, 1)).shape
+        torch.Size([2, 4, 5, 5])
     """
     _check_method("scipy::correlate_channels", method)
-    if x.ndim != 4 or w.ndim != 4 or x.shape[1] != w.shape[1]:
+    if x.ndim < 3 or w.ndim != x.ndim or x.shape[1] != w.shape[1]:
         raise InputError(
             f'npgrad op "scipy::correlate_channels": got x of shape {x.shape} and w of shape '
-            f"{w.shape}; expected x (B, C, H, W) and w (O, C, kh, kw) with the same C"
+            f"{w.shape}; expected x (B, C, *S) and w (O, C, *K) with as many spatial dims and "
+            f"the same C"
         )
+    padding = _pairs("scipy::correlate_channels", padding, x.ndim - 2)
     xp = _pad(x, padding)
-    if xp.shape[2] < w.shape[2] or xp.shape[3] < w.shape[3]:
+    if any(n < k for n, k in zip(xp.shape[2:], w.shape[2:], strict=True)):
         raise InputError(
             f'npgrad op "scipy::correlate_channels": the padded input is {xp.shape[2:]} but '
             f"the kernel is {w.shape[2:]}; expected a kernel no larger than the padded input; "
@@ -98,14 +110,16 @@ def correlate_channels_gradients(
     method: str = "auto",
     needs_input_grad: tuple[bool, ...],
 ) -> tuple[torch.Tensor | None, torch.Tensor | None]:
-    kh, kw = w.shape[-2:]
-    top, bottom, left, right = padding
+    dims = w.dim() - 2
+    padding = _pairs("scipy::correlate_channels", padding, dims)
     grad_x = grad_w = None
     if needs_input_grad[0]:
+        kernel = w.shape[2:]
+        full = tuple(kernel[d] - 1 - padding[2 * d + side] for d in range(dims) for side in (0, 1))
         grad_x = correlate_channels(
             grad,
-            w.flip((-2, -1)).transpose(0, 1),
-            padding=(kh - 1 - top, kh - 1 - bottom, kw - 1 - left, kw - 1 - right),
+            w.flip(tuple(range(2, 2 + dims))).transpose(0, 1),
+            padding=full,
             method=method,
         )
     if needs_input_grad[1]:
@@ -119,8 +133,9 @@ def correlate_channels_gradients(
 def _(
     x: tuple[int, ...], w: tuple[int, ...], *, padding: Padding = (0, 0, 0, 0), method: str = "auto"
 ) -> tuple[int, ...]:
-    top, bottom, left, right = padding
-    return (x[0], w[0], x[2] + top + bottom - w[2] + 1, x[3] + left + right - w[3] + 1)
+    pairs = _pairs("scipy::correlate_channels", padding, len(x) - 2)
+    spatial = [x[2 + d] + pairs[2 * d] + pairs[2 * d + 1] - w[2 + d] + 1 for d in range(len(x) - 2)]
+    return (x[0], w[0], *spatial)
 
 
 @correlate_channels.example
@@ -133,7 +148,62 @@ def _() -> tuple[tuple[Any, ...], dict[str, Any]]:
     return (torch.randn(1, 2, 9, 8), torch.randn(3, 2, 4, 5)), {"method": "fft"}
 
 
-# --- single-kernel correlation and convolution ---------------------------------------------
+@correlate_channels.example
+def _() -> tuple[tuple[Any, ...], dict[str, Any]]:
+    return (torch.randn(2, 1, 5, 4, 6), torch.randn(2, 1, 2, 3, 2)), {"padding": (1, 1, 0, 2, 1, 0)}
+
+
+def _pairs(name: str, padding: Padding, dims: int) -> Padding:
+    """Return ``padding`` as (before, after) pairs for ``dims`` spatial dims (zeros if none)."""
+    if not any(padding):
+        return (0,) * (2 * dims)
+    if len(padding) != 2 * dims:
+        raise InputError(
+            f'npgrad op "{name}": padding {tuple(padding)} has {len(padding)} values for '
+            f"{dims} spatial dims; expected {2 * dims}: before and after each dim in turn"
+        )
+    return tuple(padding)
+
+
+# --- N-dimensional correlation and convolution, as scipy.signal has them -------------------
+
+
+@npgrad.op("scipy::correlate")
+def correlate_nd(in1: Array, in2: Array, *, mode: str = "full", method: str = "auto") -> Array:
+    """Cross-correlate ``in1`` with ``in2`` over ``in2``'s dims, as ``scipy.signal.correlate``.
+
+    Args:
+        in1: (..., *S): leading dims beyond ``in2``'s are a batch, each correlated alone.
+        in2: (*K): the kernel, of any number of dims.
+        mode: "full" (the default, as SciPy's), "same" or "valid".
+        method: "direct", "fft" or "auto".
+
+    Examples:
+        >>> import torch
+        >>> from npgrad_scipy.signal import correlate
+        >>> correlate(torch.ones(8, 6, 5), torch.ones(3, 2, 2)).shape
+        torch.Size([10, 7, 6])
+    """
+    return _single(in1, in2, mode, method, "scipy::correlate", convolve=False, two=False)
+
+
+@npgrad.op("scipy::convolve")
+def convolve_nd(in1: Array, in2: Array, *, mode: str = "full", method: str = "auto") -> Array:
+    """Convolve ``in1`` with ``in2`` over ``in2``'s dims, as ``scipy.signal.convolve``.
+
+    Args:
+        in1: (..., *S): leading dims beyond ``in2``'s are a batch, each convolved alone.
+        in2: (*K): the kernel, of any number of dims.
+        mode: "full" (the default, as SciPy's), "same" or "valid".
+        method: "direct", "fft" or "auto".
+
+    Examples:
+        >>> import torch
+        >>> from npgrad_scipy.signal import convolve
+        >>> convolve(torch.ones(4, 10), torch.ones(3), mode="same").shape
+        torch.Size([4, 10])
+    """
+    return _single(in1, in2, mode, method, "scipy::convolve", convolve=True, two=False)
 
 
 @npgrad.op("scipy::correlate2d")
@@ -148,12 +218,13 @@ def correlate2d(x: Array, w: Array, *, mode: str = "valid", method: str = "auto"
         mode: "valid", "same" or "full".
         method: "direct", "fft" or "auto".
 
-    >>> import torch
-    >>> from npgrad_scipy import correlate2d
-    >>> correlate2d(torch.ones(4, 8, 8), torch.ones(3, 3), mode="same").shape
-    torch.Size([4, 8, 8])
+    Examples:
+        >>> import torch
+        >>> from npgrad_scipy import correlate2d
+        >>> correlate2d(torch.ones(4, 8, 8), torch.ones(3, 3), mode="same").shape
+        torch.Size([4, 8, 8])
     """
-    return _batched(x, w, _single_padding("scipy::correlate2d", x, w, mode, method, False), method)
+    return _single(x, w, mode, method, "scipy::correlate2d", convolve=False, two=True)
 
 
 @npgrad.op("scipy::convolve2d")
@@ -168,16 +239,56 @@ def convolve2d(x: Array, w: Array, *, mode: str = "valid", method: str = "auto")
         mode: "valid", "same" or "full".
         method: "direct", "fft" or "auto".
 
-    >>> import torch
-    >>> from npgrad_scipy import convolve2d
-    >>> convolve2d(torch.ones(8, 8), torch.ones(2, 2), mode="full").shape
-    torch.Size([9, 9])
+    Examples:
+        >>> import torch
+        >>> from npgrad_scipy import convolve2d
+        >>> convolve2d(torch.ones(8, 8), torch.ones(2, 2), mode="full").shape
+        torch.Size([9, 9])
     """
-    padding = _single_padding("scipy::convolve2d", x, w, mode, method, True)
-    return _batched(x, w[::-1, ::-1], padding, method)
+    return _single(x, w, mode, method, "scipy::convolve2d", convolve=True, two=True)
 
 
-def _single_kernel_backward(convolve: bool) -> Any:
+def _single(
+    x: Array, w: Array, mode: str, method: str, name: str, *, convolve: bool, two: bool
+) -> Array:
+    """One kernel ``w`` over the trailing dims of ``x``: the forward of the four ops above."""
+    _check_method(name, method)
+    _check_mode(name, mode)
+    if (two and w.ndim != 2) or w.ndim < 1 or x.ndim < w.ndim:
+        expected = "a 2-D kernel w (kh, kw) and x (..., H, W)" if two else (
+            "a kernel in2 of at least one dim and in1 with at least as many"
+        )  # fmt: skip
+        raise InputError(
+            f'npgrad op "{name}": got inputs of shapes {x.shape} and {w.shape}; expected {expected}'
+        )
+    dims = w.ndim
+    image = x.shape[x.ndim - dims :]
+    kernel = w[(slice(None, None, -1),) * dims] if convolve else w
+    if _swapped(image, w.shape, mode):
+        # SciPy's valid mode with the kernel larger in every dim: the two swap (convolution
+        # commutes; a correlation swaps and reverses).
+        reverse = (slice(None), slice(None), *(slice(None, None, -1),) * dims)
+        images = x.reshape(-1, 1, *image)
+        out = correlate(w[None, None], images[reverse] if convolve else images, method)
+        if not convolve:
+            out = out[reverse]
+        return np.ascontiguousarray(out[0].reshape(*x.shape[: x.ndim - dims], *out.shape[2:]))
+    _check_fits(name, image, w.shape, mode)
+    # "same" keeps the centre of "full": scipy.signal.correlate2d alone centres an even
+    # kernel's correlation one element further.
+    padding = _padding(mode, w.shape, convolve=convolve or not two)
+    images = x.reshape(-1, 1, *image)
+    out = correlate(_pad(images, padding), kernel[None, None], method)
+    return out.reshape(*x.shape[: x.ndim - dims], *out.shape[2:])
+
+
+def _swapped(image: Sequence[int], kernel: Sequence[int], mode: str) -> bool:
+    return mode == "valid" and all(k >= n for n, k in zip(image, kernel, strict=True)) and (
+        tuple(kernel) != tuple(image)
+    )  # fmt: skip
+
+
+def _single_kernel_backward(convolve: bool, two: bool) -> Any:
     def backward(
         grad: torch.Tensor,
         x: torch.Tensor,
@@ -187,75 +298,96 @@ def _single_kernel_backward(convolve: bool) -> Any:
         method: str = "auto",
         needs_input_grad: tuple[bool, ...],
     ) -> tuple[torch.Tensor | None, torch.Tensor | None]:
-        padding = _padding(mode, tuple(w.shape), convolve=convolve)
-        return _single_backward(grad, x, w, padding, method, needs_input_grad, flip=convolve)
+        dims = w.dim()
+        image = tuple(x.shape[x.dim() - dims :])
+        axes = tuple(range(dims))
+        if _swapped(image, tuple(w.shape), mode):
+            # As the forward: the kernel is the input, the images the kernels.
+            images = x.reshape(-1, 1, *image)
+            kernels = images.flip(tuple(range(2, 2 + dims))) if convolve else images
+            grads = grad.reshape(-1, *grad.shape[grad.dim() - dims :])[None]
+            if not convolve:
+                grads = grads.flip(tuple(range(2, 2 + dims)))
+            grad_w, grad_kernels = correlate_channels_backward(
+                grads, w[None, None], kernels, (0,) * (2 * dims), method,
+                (needs_input_grad[1], needs_input_grad[0]),
+            )  # fmt: skip
+            grad_x = grad_kernel_to_images(grad_kernels, convolve, dims, x.shape)
+            return grad_x, (None if grad_w is None else grad_w[0, 0])
+        padding = _padding(mode, tuple(w.shape), convolve=convolve or not two)
+        kernel = (w.flip(axes) if convolve else w)[None, None]
+        images = x.reshape(-1, 1, *image)
+        grads = grad.reshape(-1, 1, *grad.shape[grad.dim() - dims :])
+        grad_images, grad_kernel = correlate_channels_backward(
+            grads, images, kernel, padding, method, (needs_input_grad[0], needs_input_grad[1])
+        )
+        grad_x = None if grad_images is None else grad_images.reshape(x.shape)
+        grad_w = None
+        if grad_kernel is not None:
+            grad_w = grad_kernel[0, 0].flip(axes) if convolve else grad_kernel[0, 0]
+        return grad_x, grad_w
 
     return backward
 
 
-correlate2d.tensor_backward(_single_kernel_backward(convolve=False))
-convolve2d.tensor_backward(_single_kernel_backward(convolve=True))
+def grad_kernel_to_images(
+    grad_kernels: torch.Tensor | None, convolve: bool, dims: int, shape: Sequence[int]
+) -> torch.Tensor | None:
+    """Map the gradient of the swapped forward's kernels back onto the images."""
+    if grad_kernels is None:
+        return None
+    if convolve:
+        grad_kernels = grad_kernels.flip(tuple(range(2, 2 + dims)))
+    return grad_kernels.reshape(shape)
+
+
+correlate_nd.tensor_backward(_single_kernel_backward(convolve=False, two=False))
+convolve_nd.tensor_backward(_single_kernel_backward(convolve=True, two=False))
+correlate2d.tensor_backward(_single_kernel_backward(convolve=False, two=True))
+convolve2d.tensor_backward(_single_kernel_backward(convolve=True, two=True))
 
 
 def _single_kernel_shape(
     x: tuple[int, ...], w: tuple[int, ...], *, mode: str = "valid", method: str = "auto"
 ) -> tuple[int, ...]:
-    return (*x[:-2], *_spatial(x[-2:], w, mode))
+    return (*x[: len(x) - len(w)], *_spatial(x[len(x) - len(w) :], w, mode))
+
+
+def _single_kernel_shape_full(
+    x: tuple[int, ...], w: tuple[int, ...], *, mode: str = "full", method: str = "auto"
+) -> tuple[int, ...]:
+    return _single_kernel_shape(x, w, mode=mode, method=method)
 
 
 correlate2d.shape(_single_kernel_shape)
 convolve2d.shape(_single_kernel_shape)
+correlate_nd.shape(_single_kernel_shape_full)
+convolve_nd.shape(_single_kernel_shape_full)
 
 
-def _spatial(image: Sequence[int], kernel: Sequence[int], mode: str) -> tuple[int, int]:
-    """Return the output's (H', W') for an image, a kernel and a mode."""
-    grow = {"valid": -1, "same": 0, "full": 1}[mode]
-    if grow == 0:
-        return image[0], image[1]
-    return image[0] + grow * (kernel[0] - 1), image[1] + grow * (kernel[1] - 1)
+def _spatial(image: Sequence[int], kernel: Sequence[int], mode: str) -> tuple[int, ...]:
+    """Return the output's spatial shape for an image, a kernel and a mode (as SciPy's)."""
+    if mode == "same":
+        return tuple(image)
+    if mode == "full":
+        return tuple(n + k - 1 for n, k in zip(image, kernel, strict=True))
+    return tuple(abs(n - k) + 1 for n, k in zip(image, kernel, strict=True))
 
 
-def _single_example(mode: str, shape: tuple[int, int]) -> Any:
+def _single_example(op: Any, mode: str, x: tuple[int, ...], w: tuple[int, ...]) -> Any:
     def example() -> tuple[tuple[Any, ...], dict[str, Any]]:
-        return (torch.randn(2, 7, 8), torch.randn(*shape)), {"mode": mode}
+        return (torch.randn(*x), torch.randn(*w)), {"mode": mode}
 
     return example
 
 
 for _mode, _shape in (("valid", (3, 2)), ("same", (2, 4)), ("full", (3, 3))):
-    correlate2d.example(_single_example(_mode, _shape))
-    convolve2d.example(_single_example(_mode, _shape))
-
-
-def _batched(x: Array, w: Array, padding: Padding, method: str) -> Array:
-    lead, (h, width) = x.shape[:-2], x.shape[-2:]
-    images = x.reshape(-1, 1, h, width)
-    out = correlate(_pad(images, padding), w[None, None], method)
-    return out.reshape(*lead, *out.shape[-2:])
-
-
-def _single_backward(
-    grad: torch.Tensor,
-    x: torch.Tensor,
-    w: torch.Tensor,
-    padding: Padding,
-    method: str,
-    needs: tuple[bool, ...],
-    flip: bool,
-) -> tuple[torch.Tensor | None, torch.Tensor | None]:
-    # One kernel over a batch: as a channel correlation whose batch is the images, so that the
-    # weight gradient's channel sum is the sum over the batch.
-    kernel = (w.flip((0, 1)) if flip else w)[None, None]
-    images = x.reshape(-1, 1, *x.shape[-2:])
-    grads = grad.reshape(-1, 1, *grad.shape[-2:])
-    grad_images, grad_kernel = correlate_channels_backward(
-        grads, images, kernel, padding, method, (needs[0], needs[1])
-    )
-    grad_x = None if grad_images is None else grad_images.reshape(x.shape)
-    grad_w = None
-    if grad_kernel is not None:
-        grad_w = grad_kernel[0, 0].flip((0, 1)) if flip else grad_kernel[0, 0]
-    return grad_x, grad_w
+    correlate2d.example(_single_example(correlate2d, _mode, (2, 7, 8), _shape))
+    convolve2d.example(_single_example(convolve2d, _mode, (2, 7, 8), _shape))
+for _op in (correlate_nd, convolve_nd):
+    _op.example(_single_example(_op, "full", (2, 9), (4,)))
+    _op.example(_single_example(_op, "same", (5, 4, 6), (2, 3, 2)))
+    _op.example(_single_example(_op, "valid", (3, 4), (5, 6)))  # the kernel larger
 
 
 def correlate_channels_backward(
@@ -273,6 +405,84 @@ def correlate_channels_backward(
 
 
 # --- multi-channel convolution -------------------------------------------------------------
+
+
+def _conv_forward(
+    name: str, dims: int, input: Array, weight: Array, bias: Array | None, mode: str, method: str
+) -> Array:
+    _check_method(name, method)
+    _check_mode(name, mode)
+    if input.ndim != 2 + dims or weight.ndim != 2 + dims or input.shape[1] != weight.shape[1]:
+        letters = "".join("DHW"[3 - dims :])
+        raise InputError(
+            f'npgrad op "{name}": got input of shape {input.shape} and weight of shape '
+            f"{weight.shape}; expected input (N, C_in, {', '.join(letters)}) and weight "
+            f"(C_out, C_in, {', '.join(f'k{c.lower()}' for c in letters)}) with the same C_in"
+        )
+    if bias is not None and bias.shape != (weight.shape[0],):
+        raise InputError(
+            f'npgrad op "{name}": got bias of shape {bias.shape}; expected '
+            f"({weight.shape[0]},), one per output channel, or None"
+        )
+    _check_fits(name, input.shape[2:], weight.shape[2:], mode)
+    padding = _padding(mode, weight.shape[2:], convolve=True)
+    flipped = weight[(slice(None), slice(None), *(slice(None, None, -1),) * dims)]
+    out = correlate(_pad(input, padding), flipped, method)
+    if bias is not None:
+        out += bias.reshape(-1, *(1,) * dims)
+    return out
+
+
+def _conv_backward(dims: int) -> Any:
+    def backward(
+        grad: torch.Tensor,
+        input: torch.Tensor,
+        weight: torch.Tensor,
+        bias: torch.Tensor | None,
+        *,
+        mode: str = "valid",
+        method: str = "auto",
+        needs_input_grad: tuple[bool, ...],
+    ) -> tuple[torch.Tensor | None, ...]:
+        axes = tuple(range(2, 2 + dims))
+        padding = _padding(mode, tuple(weight.shape[2:]), convolve=True)
+        grad_input, grad_flipped = correlate_channels_backward(
+            grad, input, weight.flip(axes), padding, method, tuple(needs_input_grad[:2])
+        )
+        grad_weight = None if grad_flipped is None else grad_flipped.flip(axes)
+        grad_bias = grad.sum(dim=(0, *axes)) if needs_input_grad[2] else None
+        return grad_input, grad_weight, grad_bias
+
+    return backward
+
+
+def _conv_shape(
+    input: tuple[int, ...],
+    weight: tuple[int, ...],
+    bias: tuple[int, ...] | None = None,
+    *,
+    mode: str = "valid",
+    method: str = "auto",
+) -> tuple[int, ...]:
+    return (input[0], weight[0], *_spatial(input[2:], weight[2:], mode))
+
+
+@npgrad.op("scipy::conv1d")
+def conv1d(
+    input: Array, weight: Array, bias: Array | None = None, *, mode: str = "valid",
+    method: str = "auto",
+) -> Array:  # fmt: skip
+    """Convolve (N, C_in, L) signals with (C_out, C_in, k) kernels, summed over C_in.
+
+    ``out[n, o] = sum_c scipy.signal.convolve(input[n, c], weight[o, c], mode) + bias[o]``.
+
+    Examples:
+        >>> import torch
+        >>> from npgrad_scipy import conv1d
+        >>> conv1d(torch.ones(2, 3, 16), torch.ones(4, 3, 5), mode="same").shape
+        torch.Size([2, 4, 16])
+    """
+    return _conv_forward("scipy::conv1d", 1, input, weight, bias, mode, method)
 
 
 @npgrad.op("scipy::conv2d")
@@ -295,67 +505,43 @@ def conv2d(
         mode: "valid", "same" or "full".
         method: "direct", "fft" or "auto".
 
-    >>> import torch
-    >>> from npgrad_scipy import conv2d
-    >>> conv2d(torch.ones(2, 3, 8, 8), torch.ones(4, 3, 3, 3), mode="same").shape
-    torch.Size([2, 4, 8, 8])
+    Examples:
+        >>> import torch
+        >>> from npgrad_scipy import conv2d
+        >>> conv2d(torch.ones(2, 3, 8, 8), torch.ones(4, 3, 3, 3), mode="same").shape
+        torch.Size([2, 4, 8, 8])
     """
-    _check_method("scipy::conv2d", method)
-    _check_mode("scipy::conv2d", mode)
-    if input.ndim != 4 or weight.ndim != 4 or input.shape[1] != weight.shape[1]:
-        raise InputError(
-            f'npgrad op "scipy::conv2d": got input of shape {input.shape} and weight of shape '
-            f"{weight.shape}; expected input (N, C_in, H, W) and weight (C_out, C_in, kh, kw) "
-            f"with the same C_in"
-        )
-    if bias is not None and bias.shape != (weight.shape[0],):
-        raise InputError(
-            f'npgrad op "scipy::conv2d": got bias of shape {bias.shape}; expected '
-            f"({weight.shape[0]},), one per output channel, or None"
-        )
-    _check_fits("scipy::conv2d", input.shape[-2:], weight.shape[-2:], mode)
-    padding = _padding(mode, weight.shape[-2:], convolve=True)
-    out = correlate(_pad(input, padding), weight[..., ::-1, ::-1], method)
-    if bias is not None:
-        out += bias[:, None, None]
-    return out
+    return _conv_forward("scipy::conv2d", 2, input, weight, bias, mode, method)
 
 
-@conv2d.tensor_backward
-def _(
-    grad: torch.Tensor,
-    input: torch.Tensor,
-    weight: torch.Tensor,
-    bias: torch.Tensor | None,
-    *,
-    mode: str = "valid",
+@npgrad.op("scipy::conv3d")
+def conv3d(
+    input: Array, weight: Array, bias: Array | None = None, *, mode: str = "valid",
     method: str = "auto",
-    needs_input_grad: tuple[bool, ...],
-) -> tuple[torch.Tensor | None, ...]:
-    padding = _padding(mode, tuple(weight.shape[-2:]), convolve=True)
-    grad_input, grad_flipped = correlate_channels_backward(
-        grad, input, weight.flip((-2, -1)), padding, method, tuple(needs_input_grad[:2])
-    )
-    grad_weight = None if grad_flipped is None else grad_flipped.flip((-2, -1))
-    grad_bias = grad.sum(dim=(0, 2, 3)) if needs_input_grad[2] else None
-    return grad_input, grad_weight, grad_bias
+) -> Array:  # fmt: skip
+    """Convolve (N, C_in, D, H, W) volumes with (C_out, C_in, kd, kh, kw) kernels, summed over C_in.
+
+    ``out[n, o] = sum_c scipy.signal.convolve(input[n, c], weight[o, c], mode) + bias[o]``.
+
+    Examples:
+        >>> import torch
+        >>> from npgrad_scipy import conv3d
+        >>> conv3d(torch.ones(1, 2, 6, 6, 6), torch.ones(3, 2, 3, 3, 3)).shape
+        torch.Size([1, 3, 4, 4, 4])
+    """
+    return _conv_forward("scipy::conv3d", 3, input, weight, bias, mode, method)
 
 
-@conv2d.shape
-def _(
-    input: tuple[int, ...],
-    weight: tuple[int, ...],
-    bias: tuple[int, ...] | None = None,
-    *,
-    mode: str = "valid",
-    method: str = "auto",
-) -> tuple[int, ...]:
-    return (input[0], weight[0], *_spatial(input[-2:], weight[-2:], mode))
+for _dims, _op in ((1, conv1d), (2, conv2d), (3, conv3d)):
+    _op.tensor_backward(_conv_backward(_dims))
+    _op.shape(_conv_shape)
 
 
-def _conv_example(mode: str, method: str, kernel: tuple[int, int]) -> Any:
+def _conv_example(dims: int, mode: str, method: str) -> Any:
     def example() -> tuple[tuple[Any, ...], dict[str, Any]]:
-        args = (torch.randn(2, 2, 6, 7), torch.randn(3, 2, *kernel), torch.randn(3))
+        sizes = (6, 7, 5)[:dims] if dims < 3 else (4, 5, 4)
+        kernel = ((3, 2, 2) if mode == "same" else (3, 3, 2))[:dims]
+        args = (torch.randn(2, 2, *sizes), torch.randn(3, 2, *kernel), torch.randn(3))
         return args, {"mode": mode, "method": method}
 
     return example
@@ -363,47 +549,37 @@ def _conv_example(mode: str, method: str, kernel: tuple[int, int]) -> Any:
 
 for _mode in MODES:
     for _method in ("direct", "fft"):
-        conv2d.example(_conv_example(_mode, _method, (3, 2) if _mode == "same" else (3, 3)))
+        conv2d.example(_conv_example(2, _mode, _method))
+    conv1d.example(_conv_example(1, _mode, "auto"))
+    conv3d.example(_conv_example(3, _mode, "auto"))
 
 
 # --- padding and checks --------------------------------------------------------------------
 
 
 def _padding(mode: str, kernel: Sequence[int], *, convolve: bool) -> Padding:
-    """Return the zero padding (top, bottom, left, right) that makes ``mode`` a valid correlation.
+    """Return the zero padding (before, after per dim) that makes ``mode`` a valid correlation.
 
-    "same" centres the output as SciPy does: for an even kernel a correlation pads one less at
-    the top and left than a convolution.
+    "same" centres the output as SciPy does: for an even kernel a correlation pads one less
+    before than a convolution.
     """
-    kh, kw = kernel
     if mode == "valid":
-        return (0, 0, 0, 0)
+        return (0,) * (2 * len(kernel))
     if mode == "full":
-        return (kh - 1, kh - 1, kw - 1, kw - 1)
-    top = kh // 2 if convolve else (kh - 1) // 2
-    left = kw // 2 if convolve else (kw - 1) // 2
-    return (top, kh - 1 - top, left, kw - 1 - left)
-
-
-def _single_padding(
-    name: str, x: Array, w: Array, mode: str, method: str, convolve: bool
-) -> Padding:
-    _check_method(name, method)
-    _check_mode(name, mode)
-    if x.ndim < 2 or w.ndim != 2:
-        raise InputError(
-            f'npgrad op "{name}": got x of shape {x.shape} and w of shape {w.shape}; expected x '
-            f"(..., H, W) with at least two dims and a 2-D kernel w (kh, kw)"
-        )
-    _check_fits(name, x.shape[-2:], w.shape, mode)
-    return _padding(mode, w.shape, convolve=convolve)
+        return tuple(k - 1 for k in kernel for _ in (0, 1))
+    pairs = []
+    for k in kernel:
+        before = k // 2 if convolve else (k - 1) // 2
+        pairs += [before, k - 1 - before]
+    return tuple(pairs)
 
 
 def _check_fits(name: str, image: Sequence[int], kernel: Sequence[int], mode: str) -> None:
-    if mode == "valid" and (kernel[0] > image[0] or kernel[1] > image[1]):
+    if mode == "valid" and any(k > n for n, k in zip(image, kernel, strict=True)):
         raise InputError(
             f'npgrad op "{name}": in "valid" mode the kernel {tuple(kernel)} must fit in the '
-            f"image {tuple(image)}; use a smaller kernel, or mode 'same' or 'full'"
+            f"input {tuple(image)} (or, as in SciPy, hold it in every dim); use a smaller "
+            f"kernel, or mode 'same' or 'full'"
         )
 
 
@@ -487,7 +663,68 @@ class ScipyConv2d(npgrad.Layer):
         )
 
 
-class Conv2d(npgrad.Layer):
+class _ConvNd(npgrad.Layer):
+    """A convolution layer on SciPy's math over ``dims`` spatial dims (see Conv1d/2d/3d)."""
+
+    dims = 2
+    op: Any = None
+
+    def __init__(
+        self,
+        in_channels: int,
+        out_channels: int,
+        kernel_size: int | tuple[int, ...],
+        *,
+        mode: str = "valid",
+        bias: bool = True,
+        method: str = "auto",
+    ) -> None:
+        kernel = (kernel_size,) * self.dims if isinstance(kernel_size, int) else kernel_size
+        if len(kernel) != self.dims:
+            raise InputError(
+                f"npgrad_scipy.{type(self).__name__}: kernel_size {kernel_size!r} has "
+                f"{len(kernel)} sizes; expected one int, or {self.dims} sizes"
+            )
+        weight = torch.empty(out_channels, in_channels, *kernel)
+        # nn.ConvNd's initialisation (reset_parameters), so that swapping layers changes nothing.
+        nn.init.kaiming_uniform_(weight, a=math.sqrt(5))
+        values: dict[str, Any] = {"weight": weight, "bias": None, "mode": mode, "method": method}
+        if bias:
+            fan_in = in_channels * math.prod(kernel)
+            bound = 1 / math.sqrt(fan_in) if fan_in else 0
+            values["bias"] = torch.empty(out_channels).uniform_(-bound, bound)
+        super().__init__(type(self).op, **values)
+        self.in_channels = in_channels
+        self.out_channels = out_channels
+        self.kernel_size = tuple(kernel)
+
+
+class Conv1d(_ConvNd):
+    """A 1-D convolution layer on SciPy's math, a drop-in for ``nn.Conv1d``'s common case.
+
+    Parameters ``weight`` (C_out, C_in, k) and ``bias`` (C_out,) are named and initialised as
+    in ``nn.Conv1d``. The convolution is a true one (kernel flipped), with SciPy's modes.
+
+    Args:
+        in_channels: C_in.
+        out_channels: C_out.
+        kernel_size: k.
+        mode: "valid", "same" or "full".
+        bias: whether to learn a bias.
+        method: "direct", "fft" or "auto".
+
+    Examples:
+        >>> import torch
+        >>> from npgrad_scipy import Conv1d
+        >>> Conv1d(3, 8, 5, mode="same")(torch.randn(2, 3, 32)).shape
+        torch.Size([2, 8, 32])
+    """
+
+    dims = 1
+    op = conv1d
+
+
+class Conv2d(_ConvNd):
     """A 2-D convolution layer on SciPy's math, a drop-in for ``nn.Conv2d``'s common case.
 
     Parameters ``weight`` (C_out, C_in, kh, kw) and ``bias`` (C_out,) are named and initialised
@@ -501,31 +738,38 @@ class Conv2d(npgrad.Layer):
         bias: whether to learn a bias.
         method: "direct", "fft" or "auto".
 
-    >>> import torch
-    >>> from npgrad_scipy import Conv2d
-    >>> Conv2d(3, 8, 5, mode="same")(torch.randn(2, 3, 16, 16)).shape
-    torch.Size([2, 8, 16, 16])
+    Examples:
+        >>> import torch
+        >>> from npgrad_scipy import Conv2d
+        >>> Conv2d(3, 8, 5, mode="same")(torch.randn(2, 3, 16, 16)).shape
+        torch.Size([2, 8, 16, 16])
     """
 
-    def __init__(
-        self,
-        in_channels: int,
-        out_channels: int,
-        kernel_size: int | tuple[int, int],
-        *,
-        mode: str = "valid",
-        bias: bool = True,
-        method: str = "auto",
-    ) -> None:
-        kh, kw = (kernel_size, kernel_size) if isinstance(kernel_size, int) else kernel_size
-        weight = torch.empty(out_channels, in_channels, kh, kw)
-        # nn.Conv2d's initialisation (reset_parameters), so that swapping layers changes nothing.
-        nn.init.kaiming_uniform_(weight, a=math.sqrt(5))
-        values: dict[str, Any] = {"weight": weight, "bias": None, "mode": mode, "method": method}
-        if bias:
-            bound = 1 / math.sqrt(in_channels * kh * kw) if in_channels * kh * kw else 0
-            values["bias"] = torch.empty(out_channels).uniform_(-bound, bound)
-        super().__init__(conv2d, **values)
-        self.in_channels = in_channels
-        self.out_channels = out_channels
-        self.kernel_size = (kh, kw)
+    dims = 2
+    op = conv2d
+
+
+class Conv3d(_ConvNd):
+    """A 3-D convolution layer on SciPy's math, a drop-in for ``nn.Conv3d``'s common case.
+
+    Parameters ``weight`` (C_out, C_in, kd, kh, kw) and ``bias`` (C_out,) are named and
+    initialised as in ``nn.Conv3d``. The convolution is a true one (kernel flipped), with
+    SciPy's modes.
+
+    Args:
+        in_channels: C_in.
+        out_channels: C_out.
+        kernel_size: kd, kh and kw, or one int for all three.
+        mode: "valid", "same" or "full".
+        bias: whether to learn a bias.
+        method: "direct", "fft" or "auto".
+
+    Examples:
+        >>> import torch
+        >>> from npgrad_scipy import Conv3d
+        >>> Conv3d(2, 4, 3, mode="same")(torch.randn(1, 2, 8, 8, 8)).shape
+        torch.Size([1, 4, 8, 8, 8])
+    """
+
+    dims = 3
+    op = conv3d

@@ -22,6 +22,10 @@ import torch
 
 import npgrad
 from npgrad.errors import InputError
+from npgrad_scipy.conv import convolve_nd as convolve
+from npgrad_scipy.conv import correlate_nd as correlate
+
+__all__ = ["convolve", "correlate", "lfilter"]
 
 Array = np.ndarray[Any, Any]
 

@@ -15,8 +15,11 @@ from torch.autograd import Function
 from torch.autograd.gradcheck import gradcheck
 
 import npgrad
+from npgrad import _torch_internals as internals
 from npgrad_scipy import (
+    Conv1d,
     Conv2d,
+    Conv3d,
     ScipyConv2d,
     conv2d,
     convolve2d,
@@ -24,6 +27,7 @@ from npgrad_scipy import (
     correlate_channels,
     scipy_conv2d,
 )
+from npgrad_scipy.signal import convolve, correlate
 
 MODES = ("valid", "same", "full")
 METHODS = ("direct", "fft", "auto")
@@ -299,7 +303,7 @@ def test_low_precision_and_integer_inputs_follow_the_dtype_policy() -> None:
         ),
         (
             lambda: convolve2d(torch.ones(5, 5), torch.ones(2, 2, 2)),
-            r"expected x \(..., H, W\) with at least two dims and a 2-D kernel",
+            r"expected a 2-D kernel w \(kh, kw\) and x \(..., H, W\)",
         ),
     ],
     ids=["channels", "bias", "fit", "mode", "method", "kernel-dims"],
@@ -351,3 +355,76 @@ def test_threads_follow_torch() -> None:
         torch.testing.assert_close(conv2d(x, w), expected)
     finally:
         torch.set_num_threads(previous)
+
+
+# --- N dimensions ---------------------------------------------------------------------------
+
+ND_CASES = [
+    ((9,), (4,)),
+    ((2, 9), (4,)),  # a batch of signals
+    ((7, 8), (3, 2)),
+    ((5, 4, 6), (2, 3, 2)),
+    ((2, 5, 4), (3, 2)),  # a batch of images
+    ((3, 4), (5, 6)),  # "valid" with the kernel larger in every dim: SciPy swaps the two
+    ((3, 3, 3), (4, 5, 4)),
+    ((6,), (6,)),
+]
+
+
+@pytest.mark.parametrize(("x_shape", "w_shape"), ND_CASES)
+@pytest.mark.parametrize("mode", MODES)
+@pytest.mark.parametrize("method", METHODS)
+def test_nd_ops_equal_scipy_signal(x_shape, w_shape, mode: str, method: str) -> None:
+    x = np.random.default_rng(1).standard_normal(x_shape)
+    w = np.random.default_rng(2).standard_normal(w_shape)
+    dims = len(w_shape)
+    for ours, theirs in ((convolve, scipy.signal.convolve), (correlate, scipy.signal.correlate)):
+        images = x.reshape(-1, *x_shape[len(x_shape) - dims :])
+        expected = np.stack([theirs(image, w, mode=mode, method="direct") for image in images])
+        expected = expected.reshape(*x_shape[: len(x_shape) - dims], *expected.shape[1:])
+        got = ours(torch.from_numpy(x), torch.from_numpy(w), mode=mode, method=method)
+        np.testing.assert_allclose(got.numpy(), expected, atol=1e-10, err_msg=ours.name)
+
+
+@pytest.mark.parametrize(("x_shape", "w_shape"), ND_CASES[1::2])
+@pytest.mark.parametrize("mode", MODES)
+def test_nd_ops_to_second_order_and_in_forward_mode(x_shape, w_shape, mode: str) -> None:
+    x = torch.randn(*x_shape, dtype=torch.float64, requires_grad=True)
+    w = torch.randn(*w_shape, dtype=torch.float64, requires_grad=True)
+    for op in (convolve, correlate):
+
+        def call(a: torch.Tensor, b: torch.Tensor, op=op) -> torch.Tensor:
+            return op(a, b, mode=mode)
+
+        assert torch.autograd.gradcheck(call, (x, w), check_forward_ad=internals.ENABLED)
+        assert torch.autograd.gradgradcheck(call, (x, w))
+
+
+def test_a_larger_kernel_in_valid_mode_swaps_as_in_scipy_for_the_2d_ops_too() -> None:
+    x, w = np.random.default_rng(3).standard_normal((2, 3, 4)), np.ones((5, 6))
+    for ours, theirs in (
+        (convolve2d, scipy.signal.convolve2d),
+        (correlate2d, scipy.signal.correlate2d),
+    ):
+        expected = np.stack([theirs(image, w, mode="valid") for image in x])
+        np.testing.assert_allclose(ours(torch.from_numpy(x), torch.from_numpy(w)).numpy(), expected)
+    with pytest.raises(npgrad.NpgradError, match=r"must fit in the input \(3, 4\)"):
+        convolve(torch.ones(3, 4), torch.ones(2, 6), mode="valid")  # larger in one dim only
+
+
+@pytest.mark.parametrize(("layer", "twin", "sizes"), [
+    (Conv1d, torch.nn.Conv1d, (20,)),
+    (Conv3d, torch.nn.Conv3d, (6, 5, 7)),
+])  # fmt: skip
+def test_conv1d_and_conv3d_layers_match_nn(layer, twin, sizes) -> None:
+    torch.manual_seed(0)
+    ours = layer(2, 3, 3, mode="same")
+    torch.manual_seed(0)
+    theirs = twin(2, 3, 3, padding=1)
+    assert {name for name, _ in ours.named_parameters()} == {"weight", "bias"}
+    torch.testing.assert_close(ours.weight, theirs.weight)
+    torch.testing.assert_close(ours.bias, theirs.bias)
+    x = torch.randn(2, 2, *sizes)
+    with torch.no_grad():
+        theirs.weight.copy_(ours.weight.flip(tuple(range(2, 2 + len(sizes)))))
+    torch.testing.assert_close(ours(x), theirs(x), rtol=1e-4, atol=1e-5)

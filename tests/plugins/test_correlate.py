@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import numpy as np
+import pytest
 
 
 def test_auto_settles_close_calls_by_timing_and_keeps_the_choice() -> None:
@@ -17,3 +18,49 @@ def test_auto_settles_close_calls_by_timing_and_keeps_the_choice() -> None:
     np.testing.assert_allclose(engine.correlate(x, w, "auto"), expected, atol=1e-9)
     assert engine.measured_choice(x.shape, w.shape) in ("direct", "fft")
     np.testing.assert_allclose(engine.correlate(x, w, "auto"), expected, atol=1e-9)
+
+
+def reference(x: np.ndarray, w: np.ndarray) -> np.ndarray:
+    """Channel-summed valid correlations, one scipy.signal.correlate per image and kernel."""
+    from scipy.signal import correlate
+
+    return np.array(
+        [
+            [
+                sum(correlate(image[k], kernel[k], mode="valid") for k in range(len(image)))
+                for kernel in w
+            ]
+            for image in x
+        ]
+    )
+
+
+# (x shape, w shape, the direct variant it takes); the last of each pair is large enough to
+# run on the thread pool.
+VARIANTS = [
+    ((2, 1, 9, 8), (1, 1, 3, 2), "taps"),
+    ((2, 3, 9, 8), (4, 3, 3, 2), "columns"),
+    ((3, 2, 7, 6, 5), (2, 2, 2, 3, 2), "columns"),
+    ((2, 3, 10, 9), (4, 3, 9, 7), "shifts"),
+    ((2, 3, 9, 8, 7), (2, 3, 8, 6, 7), "shifts"),
+    ((8, 16, 70, 70), (4, 16, 67, 66), "shifts"),
+    ((2, 3, 12, 20), (2, 3, 11, 4), "windows"),
+    ((8, 16, 70, 70), (4, 16, 69, 20), "windows"),
+    ((1, 2, 40), (3, 2, 38), "shifts"),
+]
+
+
+@pytest.mark.parametrize(("x_shape", "w_shape", "variant"), VARIANTS)
+def test_every_direct_variant_equals_scipy(
+    x_shape: tuple[int, ...], w_shape: tuple[int, ...], variant: str
+) -> None:
+    from npgrad_scipy import _correlate as engine
+
+    assert engine._direct_variant(x_shape, w_shape) == variant
+    rng = np.random.default_rng(0)
+    # A transposed view: the engine must not assume contiguous inputs.
+    x = rng.standard_normal(x_shape[1::-1] + x_shape[2:]).swapaxes(0, 1)
+    w = rng.standard_normal(w_shape)
+    expected = reference(x, w)
+    np.testing.assert_allclose(engine.correlate(x, w, "direct"), expected, rtol=1e-10, atol=1e-9)
+    np.testing.assert_allclose(engine.correlate(x, w, "fft"), expected, rtol=1e-8, atol=1e-8)
