@@ -26,6 +26,9 @@ def test_check_passes_a_correct_op(name: str) -> None:
         "gradcheck": "passed",
         "gradgradcheck": "skipped: NumPy backward is differentiable once",
         "forward": "skipped: no jvp",
+        "forward-over-forward": "skipped: needs torch's internals"
+        if not internals.ENABLED
+        else "skipped: no jvp",
         "dtype": "passed",
     }
     assert name in str(report)
@@ -44,6 +47,31 @@ def test_check_runs_every_order_and_forward_mode_of_a_tensor_backward(name: str)
     forward = "passed" if internals.ENABLED else "skipped: forward mode from a tensor backward"
     assert report.verdicts["gradgradcheck"] == "passed"
     assert report.verdicts["forward"].startswith(forward)
+    twice = "passed" if internals.ENABLED else "skipped: needs torch's internals"
+    assert report.verdicts["forward-over-forward"] == twice
+
+
+@pytest.mark.skipif(not internals.ENABLED, reason="forward over forward needs torch's internals")
+def test_check_finds_a_tensor_jvp_right_once_and_wrong_twice(name: str) -> None:
+    @npgrad.op(name)
+    def sinh(x):
+        return np.sinh(x)
+
+    @sinh.tensor_backward
+    def _(g, x):
+        return g * torch.cosh(x)
+
+    @sinh.tensor_jvp
+    def _(t, x):
+        return t * torch.cosh(x.detach())  # right tangents, but a constant to outer levels
+
+    with pytest.raises(
+        npgrad.errors.CheckError,
+        match=rf'npgrad.check of op "{name}": forward-over-forward failed: output 0: the '
+        r"second directional derivative differs from central differences by up to .*; fix the "
+        r"op's jvp \(or tensor backward\)",
+    ):
+        npgrad.check(sinh, torch.randn(3))
 
 
 def test_check_names_the_input_with_a_wrong_gradient(name: str) -> None:

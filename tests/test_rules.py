@@ -80,6 +80,7 @@ def test_the_public_op_shows_nothing_internal(name: str) -> None:
         "tensor_backward",
         "vjp",
         "jvp",
+        "tensor_jvp",
         "shape",
         "save",
         "example",

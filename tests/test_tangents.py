@@ -196,3 +196,87 @@ def test_a_transposed_backward_skips_integer_outputs(name: str) -> None:
     (_, square), (_, t_square) = jvp(sign_and_square, (x,), (t,))
     torch.testing.assert_close(square, x * x)
     torch.testing.assert_close(t_square, 2 * x * t)
+
+
+def test_a_tensor_jvp_is_differentiable_to_any_order(name: str) -> None:
+    @npgrad.op(name)
+    def cube(x, y):
+        return x**3 * y
+
+    @cube.tensor_jvp
+    def _(tx, ty, x, y, *, outputs):
+        return 3 * x**2 * y * tx + outputs / y * ty
+
+    @cube.tensor_backward
+    def _(g, x, y):
+        return 3 * x**2 * y * g, x**3 * g
+
+    x, y = f64(4), f64(4)
+    with fwAD.dual_level():  # one level of eager forward mode, with the internals or not
+        dual = fwAD.make_dual(x, torch.ones(4, dtype=torch.float64))
+        torch.testing.assert_close(fwAD.unpack_dual(cube(dual, y)).tangent, 3 * x**2 * y)
+    args = (x.clone().requires_grad_(), y.clone().requires_grad_())
+    assert torch.autograd.gradcheck(cube, args, check_forward_ad=True)
+    if not internals.ENABLED:
+        with pytest.raises(npgrad.errors.MissingBackwardError, match="NPGRAD_TORCH_INTERNALS=0"):
+            jvp(lambda v: cube(v, y), (x,), (x,))
+        return
+
+    def ours(v: torch.Tensor) -> torch.Tensor:
+        return cube(v, y).sum()
+
+    def torchs(v: torch.Tensor) -> torch.Tensor:
+        return (v**3 * y).sum()
+
+    hessian, third = jacrev(jacrev(torchs))(x), jacrev(jacrev(jacrev(torchs)))(x)
+    torch.testing.assert_close(jacfwd(jacfwd(ours))(x), hessian)
+    torch.testing.assert_close(jacrev(jacfwd(ours))(x), hessian)
+    torch.testing.assert_close(jacfwd(jacfwd(jacfwd(ours)))(x), third)
+
+
+def test_an_op_takes_one_jvp(name: str) -> None:
+    @npgrad.op(name)
+    def twice(x):
+        return 2 * x
+
+    @twice.jvp
+    def _(t, x):
+        return 2 * t
+
+    with pytest.raises(
+        npgrad.errors.DefinitionError,
+        match=rf'npgrad op "{name}": a jvp is already registered; register one jvp \(NumPy or '
+        r"tensor\), not several",
+    ):
+        twice.tensor_jvp(lambda t, x: 2 * t)
+
+
+def test_a_tensor_jvp_returning_the_wrong_tangents_is_named(name: str) -> None:
+    @npgrad.op(name)
+    def pair(x):
+        return x, 2 * x
+
+    @pair.tensor_jvp
+    def _(t, x):
+        return (t,)
+
+    @npgrad.op(name + "_none")
+    def double(x):
+        return 2 * x
+
+    @double.tensor_jvp
+    def _(t, x):
+        return None
+
+    x, t = f64(3), f64(3)
+    with fwAD.dual_level():
+        with pytest.raises(
+            npgrad.errors.GradientError,
+            match=rf'npgrad op "{name}": jvp returned 1 tangent\(s\) for 2 output\(s\)',
+        ):
+            pair(fwAD.make_dual(x, t))
+        with pytest.raises(
+            npgrad.errors.GradientError,
+            match=rf'npgrad op "{name}_none": jvp returned None as the tangent of output 0',
+        ):
+            double(fwAD.make_dual(x, t))

@@ -125,7 +125,7 @@ def _save(ctx: Any, state: Call, args: tuple[Any, ...], output: Any, forward_mod
         # some inputs only (a Bessel function's order) must know which were asked for. The
         # backward then fills in the zero gradients torch leaves out.
         ctx.set_materialize_grads(False)
-        jvp = rules.jvp
+        jvp = rules.jvp or rules.tensor_jvp
         if jvp is None and rules.tensor_backward is not None:
             ctx.save_for_forward(*inputs, *outputs)  # forward mode from the tensor backward
         elif jvp is not None:

@@ -249,7 +249,8 @@ def not_twice_differentiable(rules: Rules) -> NotTwiceDifferentiableError:
     var = rules.variable
     fix = (
         f"its jvp is NumPy, though its backward is made of ops: remove the @{var}.jvp (the "
-        f"tensor backward gives forward mode to any order) or write it with ops in the backward"
+        f"tensor backward gives forward mode to any order) or write it with ops as "
+        f"@{var}.tensor_jvp"
         if rules.tensor_backward is not None
         else f"write the backward with npgrad ops and torch ops on tensors "
         f"(@{var}.tensor_backward) to make the op differentiable to any order"

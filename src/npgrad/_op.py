@@ -11,7 +11,7 @@ from typing import Any, TypeVar
 
 from npgrad import _companions, _registry
 from npgrad._dispatch import Core
-from npgrad._rules import define, rule
+from npgrad._rules import Rule, define, rule
 from npgrad.errors import DefinitionError, UnknownOpError
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -180,13 +180,50 @@ class Op(Core):
             >>> t
             tensor([1., 1.])
         """
-        registered = rule(self._rules, fn, "jvp")
+        self._update(jvp=self._jvp_rule(fn, "jvp"))
+        return fn
+
+    def tensor_jvp(self, fn: F) -> F:
+        """Register ``fn``, written on tensors with npgrad and torch ops, as the op's jvp.
+
+        It takes the same arguments as a NumPy jvp (`Op.jvp`), as tensors, and returns tensors.
+        Because it is made of differentiable ops, torch differentiates it again: forward over
+        forward (``jacfwd(jacfwd(f))``), and reverse over forward. Register it beside a tensor
+        backward where one solve or one product gives the tangent more cheaply than the
+        transpose of the backward, which is the forward mode an op gets without a jvp.
+
+        Args:
+            fn: the jvp.
+
+        Examples:
+            >>> import numpy as np, torch, npgrad
+            >>> @npgrad.op("doc::sinh")
+            ... def sinh(x):
+            ...     return np.sinh(x)
+            >>> @sinh.tensor_jvp
+            ... def _(tangent, x):
+            ...     return tangent * torch.cosh(x)
+            >>> x = torch.tensor([0.5], dtype=torch.float64)
+            >>> second = torch.func.jacfwd(torch.func.jacfwd(lambda v: sinh(v).sum()))(x)
+            >>> bool(torch.allclose(second, torch.sinh(x)))
+            True
+        """
+        self._update(tensor_jvp=self._jvp_rule(fn, "tensor_jvp"))
+        return fn
+
+    def _jvp_rule(self, fn: Callable[..., Any], what: str) -> Rule:
+        rules = self._rules
+        if rules.jvp is not None or rules.tensor_jvp is not None:
+            raise DefinitionError(
+                f'npgrad op "{self.name}": a jvp is already registered; register one jvp '
+                f"(NumPy or tensor), not several"
+            )
+        registered = rule(rules, fn, what)
         if "needs_input_grad" in registered.takes:
             raise DefinitionError(
                 f'npgrad op "{self.name}": a jvp takes no needs_input_grad parameter; remove it'
             )
-        self._update(jvp=registered)
-        return fn
+        return registered
 
     def shape(self, fn: F) -> F:
         """Register the output-shape rule: input shapes (tuples) and config in, shape(s) out.

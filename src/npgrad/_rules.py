@@ -79,6 +79,7 @@ class Rules:
     tensor_backward: Rule | None = None
     vjps: Mapping[int, Rule] = field(default_factory=dict)
     jvp: Rule | None = None
+    tensor_jvp: Rule | None = None
     shape: Callable[..., Any] | None = None
     save: Callable[..., Any] | None = None
     # Derived from the fields above when the record is made.
@@ -88,14 +89,20 @@ class Rules:
     keeps_only_inputs: bool = field(init=False)
 
     def __post_init__(self) -> None:
-        rules = [self.backward, self.tensor_backward, self.jvp, *self.vjps.values()]
+        rules = [
+            self.backward,
+            self.tensor_backward,
+            self.jvp,
+            self.tensor_jvp,
+            *self.vjps.values(),
+        ]
         saves_outputs = any(rule is not None and "outputs" in rule.takes for rule in rules)
         derived = {
             "arity": len(self.input_names),
             # NumPy rules run once per element of the signature's batch dims.
             "looped": self.signature is not None and not self.vectorized,
             "saves_outputs": saves_outputs,
-            "keeps_only_inputs": not (saves_outputs or self.jvp),
+            "keeps_only_inputs": not (saves_outputs or self.jvp or self.tensor_jvp),
         }
         for name, value in derived.items():
             object.__setattr__(self, name, value)

@@ -1,9 +1,11 @@
 """Output tangents (forward mode) of a call, from the op's jvp or from its tensor backward.
 
 A NumPy jvp runs as the op's jvp companion (see `_companions`), whose own derivatives are the
-op's `NotTwiceDifferentiableError`. An op with a tensor backward and no jvp gets forward mode
-from the backward: it is linear in the output gradients, backward(g) = J^T g, so J t is the
-gradient of <backward(g), t> in g, computed by torch with ops, exact and differentiable again.
+op's `NotTwiceDifferentiableError`. A tensor jvp is called on the tensors, with the rule's own
+forward level stripped, so that outer levels differentiate its ops. An op with a tensor
+backward and no jvp gets forward mode from the backward: it is linear in the output gradients,
+backward(g) = J^T g, so J t is the gradient of <backward(g), t> in g, computed by torch with
+ops, exact and differentiable again.
 """
 
 from __future__ import annotations
@@ -14,13 +16,16 @@ from typing import Any
 import torch
 
 from npgrad import _torch_internals as internals
-from npgrad._forward import Call
+from npgrad._calls import call_rule
+from npgrad._forward import Call, add_note
 from npgrad._gradients import (
+    none_for_a_tangent,
     normalised,
     not_twice_differentiable,
     saved_inputs,
     saved_outputs,
     user_gradients,
+    wrong_tangent_count,
 )
 from npgrad._rules import Rules
 from npgrad.errors import GradientError, MissingBackwardError, NpgradError
@@ -34,7 +39,7 @@ def tangents(
 ) -> Any:
     """Return the output tangents of a call for its input tangents (None: no tangent)."""
     rules = state.rules
-    if rules.jvp is None and rules.tensor_backward is None:
+    if rules.jvp is None and rules.tensor_jvp is None and rules.tensor_backward is None:
         raise missing_jvp(rules)
     inputs, held = saved_inputs(state, saved)
     given = [tangent is not None for tangent in tangents]
@@ -49,7 +54,9 @@ def tangents(
         if stripped is not None:
             values, filled = stripped
             inputs, held = values[: len(inputs)], values[len(inputs) :]
-        if rules.jvp is None:
+        if rules.tensor_jvp is not None:
+            result = _tensor_jvp(state, inputs, filled, held, stripped is None)
+        elif rules.jvp is None:
             result = _transposed_backward(state, inputs, filled, given, held, stripped is None)
         else:
             assert companion is not None
@@ -85,6 +92,44 @@ def _as_tangents(rules: Rules, state: Call, result: Any) -> Any:
                 ) from None
         checked.append(tangent)
     return checked[0] if state.single else tuple(checked)
+
+
+def _tensor_jvp(
+    state: Call,
+    inputs: Sequence[Any],
+    tangents: Sequence[Any],
+    held: Sequence[torch.Tensor],
+    public: bool,
+) -> Any:
+    """Call the tensor jvp on the tensors; count and check the tangents it returns.
+
+    ``public``: torch's internals are off, so the rule's own level could not be stripped and
+    forward mode stays off inside it: right for one level of eager forward_ad, a silent zero
+    for an outer torch.func level. Under torch.func it is refused then.
+    """
+    rules = state.rules
+    if public:
+        try:
+            torch.zeros(()).requires_grad_()
+        except RuntimeError as error:  # under a torch.func transform
+            raise missing_jvp(rules, derived=False) from error
+    assert rules.tensor_jvp is not None
+    outputs = saved_outputs(held, state.single)
+    try:
+        result = call_rule(
+            rules, rules.tensor_jvp, tangents, inputs, state.config, None, outputs,
+            state.residuals, tensor=True, jvp=True,
+        )  # fmt: skip
+    except Exception as error:
+        add_note(error, rules, "tensor jvp")
+        raise
+    got = tuple(result) if isinstance(result, (tuple, list)) else (result,)
+    if len(got) != len(state.output_meta):
+        raise wrong_tangent_count(rules, len(got), len(state.output_meta))
+    for k, (tangent, (_, dtype, _)) in enumerate(zip(got, state.output_meta, strict=True)):
+        if tangent is None and dtype.is_floating_point:
+            raise none_for_a_tangent(rules, k)
+    return got[0] if state.single else got
 
 
 def _transposed_backward(

@@ -17,6 +17,13 @@ from npgrad._op import Op
 from npgrad.errors import CheckError, NpgradError
 
 _TOLERANCES = {"eps": 1e-6, "atol": 1e-5, "rtol": 1e-3}
+# The checks that compare derivatives with finite differences, and the rules each one tries.
+_RULES_CHECKED = {
+    "gradcheck": "backward (or forward)",
+    "gradgradcheck": "backward",
+    "forward": "jvp (or tensor backward)",
+    "forward-over-forward": "jvp (or tensor backward)",
+}
 
 
 @dataclass
@@ -40,9 +47,10 @@ class CheckReport:
 def check(op: Op, *inputs: Any, **config: Any) -> CheckReport:
     """Check ``op`` on ``inputs``: gradients, second derivatives, the dtype policy, finiteness.
 
-    Runs ``torch.autograd.gradcheck``, ``gradgradcheck`` when the op is twice differentiable
-    and gradcheck of forward mode when it has one, on float64 copies of the floating inputs,
-    then checks that a float32 call
+    Runs ``torch.autograd.gradcheck``, ``gradgradcheck`` when the op is twice differentiable,
+    gradcheck of forward mode when it has one, and a second directional derivative of forward
+    over forward when its forward mode is made of ops, on float64 copies of the floating
+    inputs, then checks that a float32 call
     gives float32 outputs and gradients and that every output is finite. ``eps``, ``atol`` and
     ``rtol`` set gradcheck's tolerances unless the op takes config of those names.
 
@@ -90,17 +98,22 @@ def check(op: Op, *inputs: Any, **config: Any) -> CheckReport:
     rules = op._rules
     if not differentiable:
         why = "no backward" if not rules.has_backward else "no floating input"
-        for stage in ("gradcheck", "gradgradcheck", "forward"):
+        for stage in ("gradcheck", "gradgradcheck", "forward", "forward-over-forward"):
             report.verdicts[stage] = f"skipped: {why}"
     else:
         double = _copies(inputs, torch.float64, differentiable)
         checks: dict[str, Callable[..., bool]] = {"gradcheck": torch.autograd.gradcheck}
         if rules.tensor_backward is not None:
             checks["gradgradcheck"] = torch.autograd.gradgradcheck
-        if rules.jvp is not None or (rules.tensor_backward is not None and internals.ENABLED):
+        has_forward = rules.jvp is not None or rules.tensor_jvp is not None
+        if has_forward or (rules.tensor_backward is not None and internals.ENABLED):
             checks["forward"] = functools.partial(
                 torch.autograd.gradcheck, check_forward_ad=True, check_backward_ad=False
             )
+        if internals.ENABLED and (
+            rules.tensor_jvp is not None or (rules.jvp is None and rules.tensor_backward)
+        ):
+            checks["forward-over-forward"] = _check_forward_over_forward
         # Sparse inputs: only their stored values are inputs, not the implicit zeros.
         sparse = any(_is_sparse(value) for value in double)
         # torch cannot compare sparse gradients with zero in its undefined-gradient test.
@@ -130,12 +143,70 @@ def check(op: Op, *inputs: Any, **config: Any) -> CheckReport:
             if rules.tensor_backward is None
             else "skipped: forward mode from a tensor backward needs torch's internals",
         )
+        report.verdicts.setdefault(
+            "forward-over-forward",
+            "skipped: needs torch's internals"
+            if not internals.ENABLED
+            else "skipped: no jvp"
+            if "skipped" in report.verdicts["forward"]
+            else "skipped: the jvp is NumPy, differentiable once",
+        )
 
     single = _copies(inputs, torch.float32, differentiable)
     _check_float32(op, run, single, differentiable)
     report.verdicts["dtype"] = "passed"
     report.seconds = time.perf_counter() - start
     return report
+
+
+def _check_forward_over_forward(
+    run: Callable[..., Any],
+    inputs: tuple[Any, ...],
+    *,
+    raise_exception: bool,
+    eps: float,
+    atol: float,
+    rtol: float,
+    **_: Any,
+) -> bool:
+    """Compare ``jvp(jvp(run))`` along two random directions with central differences.
+
+    gradcheck cannot nest forward mode, so this checks one second directional derivative:
+    with ``h(x) = J(x) t``, the analytic ``J_h(x) s`` against ``(h(x + eps s) - h(x - eps s))
+    / 2 eps``, in float64.
+    """
+    positions = [i for i, v in enumerate(inputs) if isinstance(v, torch.Tensor) and v.requires_grad]
+    generator = torch.Generator().manual_seed(0)
+    base = [v.detach() if isinstance(v, torch.Tensor) else v for v in inputs]
+    t, s = (
+        [torch.randn(base[i].shape, dtype=base[i].dtype, generator=generator) for i in positions]
+        for _ in range(2)
+    )
+
+    def first(*moving: torch.Tensor) -> Any:
+        def partial(*values: torch.Tensor) -> Any:
+            args = list(base)
+            for i, value in zip(positions, values, strict=True):
+                args[i] = value
+            return run(*args)
+
+        return torch.func.jvp(partial, tuple(moving), tuple(t))[1]
+
+    at = [base[i] for i in positions]
+    analytic = _as_tuple(torch.func.jvp(first, tuple(at), tuple(s))[1])
+    above = _as_tuple(first(*(x + eps * d for x, d in zip(at, s, strict=True))))
+    below = _as_tuple(first(*(x - eps * d for x, d in zip(at, s, strict=True))))
+    for k, (exact, up, down) in enumerate(zip(analytic, above, below, strict=True)):
+        if not exact.is_floating_point():
+            continue
+        numeric = (up - down) / (2 * eps)
+        if not torch.allclose(exact, numeric, rtol=rtol, atol=atol):
+            error = (exact - numeric).abs().max().item()
+            raise RuntimeError(
+                f"output {k}: the second directional derivative differs from central "
+                f"differences by up to {error:.3g}"
+            )
+    return True
 
 
 def _is_sparse(value: Any) -> bool:
@@ -204,8 +275,9 @@ def _stage(op: Op, stage: str, thunk: Any, positions: tuple[int, ...] = ()) -> A
             where = f' for input "{op._rules.input_name(position)}" (position {position})'
         raise CheckError(
             f'npgrad.check of op "{op.name}": {stage} failed{where}: {detail}; '
-            f"fix the op's backward (or forward) so that its gradients match finite differences"
-            if stage in ("gradcheck", "gradgradcheck")
+            f"fix the op's {_RULES_CHECKED[stage]} so that its derivatives match finite "
+            f"differences"
+            if stage in _RULES_CHECKED
             else f'npgrad.check of op "{op.name}": {stage} failed: {type(error).__name__}: '
             f"{detail}; fix the op so it runs on these inputs"
         ) from error
