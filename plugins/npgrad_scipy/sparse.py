@@ -7,9 +7,8 @@ backward solves the adjoint system ``A^T u = g`` with that same factorisation, t
 ``lu_solve``, an op of its own: ``dL/db = u`` and ``dL/dA = -u x^T`` restricted to ``A``'s
 sparsity pattern (a sparse tensor of ``A``'s layout with ``A``'s pattern). ``lu_solve``'s own
 gradient is a solve with the other orientation and the same factorisation, so every order
-comes free. Forward mode, ``dx = A^{-1} (db - dA x)``, is a NumPy jvp with the same
-factorisation: torch.func cannot carry sparse tensors through the backward's transpose, so it
-is differentiable once (forward over forward raises ``NotTwiceDifferentiableError``).
+comes free. Forward mode, ``dx = A^{-1} (db - dA x)``, is ``lu_solve`` again with the same
+factorisation (a tensor jvp), so it too holds to any order: forward over forward included.
 """
 
 from __future__ import annotations
@@ -83,16 +82,6 @@ def _(
     return grad_a, u
 
 
-@spsolve.jvp
-def _(ta: Any, tb: Array, a: Any, b: Array, *, lu: Any, outputs: Array) -> Array:
-    return lu.solve(np.asarray(tb - _times(ta, outputs), dtype=lu.U.dtype))
-
-
-def _times(a: Any, x: Array) -> Array:
-    # A tangent of a sparse A is sparse (a scipy matrix), of a dense one dense.
-    return np.asarray(a @ x)
-
-
 @npgrad.op("scipy::lu_solve")
 def lu_solve(a: Any, b: Array, *, factor: Any = None, transposed: bool = False) -> Array:
     """Solve ``A x = b`` (``A^T x = b`` with ``transposed``) with ``factor``, an ``splu`` of A.
@@ -109,23 +98,6 @@ def lu_solve(a: Any, b: Array, *, factor: Any = None, transposed: bool = False) 
     """
     lu = _factorise(a) if factor is None else factor
     return lu.solve(np.asarray(b, dtype=lu.U.dtype), trans="T" if transposed else "N")
-
-
-@lu_solve.jvp
-def _(
-    ta: Any,
-    tb: Array,
-    a: Any,
-    b: Array,
-    *,
-    factor: Any = None,
-    transposed: bool = False,
-    outputs: Array,
-) -> Array:
-    lu = _factorise(a) if factor is None else factor
-    change = ta.T @ outputs if transposed else ta @ outputs
-    rhs = np.asarray(tb - np.asarray(change), dtype=lu.U.dtype)
-    return lu.solve(rhs, trans="T" if transposed else "N")
 
 
 @lu_solve.tensor_backward
@@ -145,6 +117,44 @@ def _(
     if needs_input_grad[0]:
         grad_a = _on_pattern(outputs, u, a) if transposed else _on_pattern(u, outputs, a)
     return grad_a, u
+
+
+@spsolve.tensor_jvp
+def _(
+    ta: torch.Tensor, tb: torch.Tensor, a: torch.Tensor, b: torch.Tensor, *, lu: Any, outputs: Any
+) -> torch.Tensor:
+    # dx = A^{-1} (db - dA x): one solve with the forward's factorisation.
+    return lu_solve(a, tb - _times(ta, outputs, False), factor=lu)
+
+
+@lu_solve.tensor_jvp
+def _(
+    ta: torch.Tensor,
+    tb: torch.Tensor,
+    a: torch.Tensor,
+    b: torch.Tensor,
+    *,
+    factor: Any = None,
+    transposed: bool = False,
+    outputs: torch.Tensor,
+) -> torch.Tensor:
+    change = _times(ta, outputs, transposed)
+    return lu_solve(a, tb - change, factor=factor, transposed=transposed)
+
+
+def _times(a: torch.Tensor, x: torch.Tensor, transposed: bool) -> torch.Tensor:
+    """Return ``A x`` (``A^T x`` with ``transposed``) for a dense or sparse ``A``."""
+    if a.layout != torch.strided and a._nnz() == 0:
+        # The zeros npgrad passes for a constant sparse A: under torch.func, a product with
+        # them would need forward mode for sparse tensors, which torch lacks.
+        return torch.zeros_like(x)
+    if transposed:
+        a = a.t() if a.layout == torch.sparse_coo else a.mT
+    if a.layout == torch.strided:
+        return a @ x
+    # torch's sparse products take matrices.
+    product = a @ (x if x.dim() == 2 else x[:, None])
+    return product if x.dim() == 2 else product[:, 0]
 
 
 def _on_pattern(left: torch.Tensor, right: torch.Tensor, a: torch.Tensor) -> torch.Tensor:
