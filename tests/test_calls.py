@@ -57,7 +57,7 @@ def test_a_looped_rule_sees_one_batch_elements_outputs_and_residuals(name: str) 
 
 def test_a_residual_neither_returned_nor_defaulted_is_named(name: str) -> None:
     op = make_op(name)
-    registered = rule(op._rules, lambda grad, x, *, lu: grad, "backward")
+    registered = rule(op._rules, lambda grad, x, *, lu, k=1: grad, "backward")
     with pytest.raises(
         npgrad.errors.DefinitionError,
         match=r"takes keyword-only parameter\(s\) \['lu'\], which are neither config nor "

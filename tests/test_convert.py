@@ -208,7 +208,7 @@ def test_complex_inputs_are_refused(name: str, value) -> None:
     with pytest.raises(
         npgrad.NpgradError,
         match=rf'npgrad op "{name}": positional input "x" \(position 0\) is a complex .*'
-        r"expected a real tensor, ndarray, number or None",
+        r"expected a real tensor, ndarray, number, tuple of numbers or None",
     ):
         ident(value)
 

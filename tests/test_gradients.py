@@ -592,3 +592,44 @@ def test_an_empty_batch_gives_empty_results_and_gradients() -> None:
     y.sum().backward()
     assert x.grad.shape == (0, 3)
     assert torch.func.vmap(normalise)(torch.zeros(2, 0, 3)).shape == (2, 0, 3)
+    assert torch.func.vmap(normalise)(torch.zeros(0, 4, 3)).shape == (0, 4, 3)  # a size-0 vmap
+
+
+def test_a_nondifferentiable_input_asked_for_a_gradient_or_tangent_is_named(name: str) -> None:
+    @npgrad.op(name, nondifferentiable=("n",))
+    def power(x, n):
+        return x**n
+
+    @power.tensor_backward
+    def _(grad, x, n):
+        return grad * n * x ** (n - 1), None
+
+    x = torch.tensor([1.5, 2.0], dtype=torch.float64, requires_grad=True)
+    n = torch.tensor(3.0, dtype=torch.float64, requires_grad=True)
+    (g,) = torch.autograd.grad(power(x, n.detach()).sum(), x)
+    torch.testing.assert_close(g, 3 * x.detach() ** 2)
+    message = (
+        rf'npgrad op "{name}": a gradient was asked for input "n" \(position 1\), which the op '
+        r"does not differentiate \(npgrad.op\(nondifferentiable=...\)\)"
+    )
+    with pytest.raises(npgrad.errors.MissingBackwardError, match=message):
+        power(x, n).sum().backward()
+    with pytest.raises(npgrad.errors.MissingBackwardError, match=message):
+        torch.func.jvp(lambda e: power(x.detach(), e), (n.detach(),), (torch.ones(()),))
+
+
+def test_undefined_output_gradients_give_no_gradients(name: str) -> None:
+    # torch's gradcheck asks this (check_undefined_grad); a zero sparse gradient fails there.
+    @npgrad.op(name)
+    def pair(x):
+        return x * 2, x * 3
+
+    @pair.backward
+    def _(g2, g3, x):
+        return 2 * g2 + 3 * g3
+
+    x = torch.randn(3, dtype=torch.float64, requires_grad=True)
+    assert torch.autograd.gradcheck(pair, (x,), check_undefined_grad=True)
+    first, _ = pair(x)
+    (g,) = torch.autograd.grad(first.sum(), x)  # the second output's gradient is undefined
+    torch.testing.assert_close(g, torch.full((3,), 2.0, dtype=torch.float64))

@@ -105,10 +105,44 @@ def test_unknown_keywords_and_wrong_calls_are_errors(corr2d: npgrad.Op) -> None:
         r"\(x, w, b\) nor config \(mode\)",
     ):
         npgrad.Layer(corr2d, bias=torch.zeros(1))
-    with pytest.raises(npgrad.NpgradError, match=r'input "w" was given a float, expected a tensor'):
-        npgrad.Layer(corr2d, w=1.0)
+    with pytest.raises(
+        npgrad.NpgradError,
+        match=r'input "w" was given a str; expected a tensor or ndarray \(held as a Parameter or '
+        r"buffer\), or a number or tuple of numbers \(held as a constant\)",
+    ):
+        npgrad.Layer(corr2d, w="ones")
     with pytest.raises(npgrad.NpgradError, match=r"expected an npgrad op .* got function"):
         npgrad.Layer(lambda x: x)
     layer = npgrad.Layer(corr2d, w=torch.randn(3, 3), b=torch.zeros(1, 1))
-    with pytest.raises(npgrad.NpgradError, match=r"called with 2 inputs, expected 1 \(x\)"):
+    with pytest.raises(
+        npgrad.NpgradError,
+        match=r"called with 2 inputs by position and 0 by name, expected 1 \(x\)",
+    ):
         layer(torch.ones(4, 4), torch.ones(4, 4))
+
+
+def test_nondifferentiable_inputs_become_buffers_and_numbers_constants() -> None:
+    from npgrad_scipy.ndimage import gaussian_filter
+    from npgrad_scipy.special import kv
+
+    bessel = npgrad.Layer(kv, v=torch.tensor(1.5, dtype=torch.float64))
+    assert list(dict(bessel.named_buffers())) == ["v"]
+    assert list(bessel.parameters()) == []
+    x = torch.tensor([0.5, 2.0], dtype=torch.float64, requires_grad=True)
+    (g,) = torch.autograd.grad(bessel(x).sum(), x)
+    torch.testing.assert_close(g, -(kv(0.5, x) + kv(2.5, x)).detach() / 2)
+
+    blur = npgrad.Layer(gaussian_filter, sigma=(1.0, 2.0), mode="nearest")
+    assert blur.constants == {"sigma": (1.0, 2.0)}
+    image = torch.randn(6, 7, requires_grad=True)
+    blur(image).sum().backward()
+    assert image.grad is not None
+    assert "sigma=(1.0, 2.0)" in repr(blur)
+
+
+def test_free_inputs_may_be_given_by_name(corr2d: npgrad.Op) -> None:
+    layer = npgrad.Layer(corr2d, w=torch.randn(3, 3), b=torch.zeros(1, 1))
+    x = torch.randn(6, 6)
+    torch.testing.assert_close(layer(x=x), layer(x))
+    with pytest.raises(npgrad.NpgradError, match=r'input "x" was given both by position and by'):
+        layer(x, x=x)

@@ -129,6 +129,13 @@ def test_an_op_without_shape_rule_is_a_graph_break_not_a_crash() -> None:
     torch.testing.assert_close(torch.compile(uses_opaque)(x), uses_opaque(x))
     explanation = torch._dynamo.explain(uses_opaque)(x)
     assert explanation.graph_break_count >= 1
+    # fullgraph=True makes the graph break an error, which names the op and the fix.
+    with pytest.raises(
+        Exception,
+        match=r'npgrad op "lib::opaque" runs outside the graph: its output shapes are unknown; '
+        r"give it a signature naming every output dim or an @opaque.shape rule",
+    ):
+        torch.compile(uses_opaque, fullgraph=True)(x)
 
 
 class Net(torch.nn.Module):

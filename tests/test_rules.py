@@ -86,3 +86,52 @@ def test_the_public_op_shows_nothing_internal(name: str) -> None:
         "example",
         "output_shapes",
     }
+
+
+def test_a_backward_that_cannot_take_the_inputs_is_refused_when_registered(name: str) -> None:
+    @npgrad.op(name)
+    def mul(x, w, *, mode="valid"):
+        return x * w
+
+    with pytest.raises(
+        npgrad.errors.DefinitionError,
+        match=rf'npgrad op "{name}": @mul.backward takes 2 positional parameter\(s\); it is '
+        r"called with one or more output gradient\(s\), then the 2 input\(s\) \(x, w\), then "
+        r"the config \(mode\) as keywords",
+    ):
+        mul.backward(lambda grad, x, *, mode="valid": grad)
+    with pytest.raises(npgrad.errors.DefinitionError, match=r"does not take the config \['mode'\]"):
+        mul.backward(lambda grad, x, w: (grad, grad))
+    with pytest.raises(npgrad.errors.DefinitionError, match=r"@mul.jvp takes 3 positional"):
+        mul.jvp(lambda tx, tw, x, *, mode="valid": tx)
+    mul.backward(lambda grad, x, w, **config: (grad * w, grad * x))  # **config takes any
+
+
+@pytest.mark.parametrize("namespace", ["aten", "prims", "_private"])
+def test_torch_namespaces_are_refused(name: str, namespace: str) -> None:
+    with pytest.raises(
+        npgrad.errors.DefinitionError,
+        match=rf'npgrad op "{namespace}::mine": the namespace "{namespace}" belongs to torch',
+    ):
+        npgrad.op(f"{namespace}::mine")(lambda x: x)
+
+
+def test_a_name_torch_ops_has_already_is_refused(name: str) -> None:
+    namespace, opname = name.split("::")
+    library = torch.library.Library(namespace, "FRAGMENT")
+    library.define(f"{opname}(Tensor x) -> Tensor")
+    with pytest.raises(
+        npgrad.errors.DefinitionError,
+        match=rf'npgrad op "{name}": torch.ops already has an operator of that name, defined '
+        r"outside npgrad",
+    ):
+        npgrad.op(name)(lambda x: x)
+
+
+def test_nondifferentiable_names_positional_inputs(name: str) -> None:
+    with pytest.raises(
+        npgrad.errors.DefinitionError,
+        match=r"nondifferentiable names 'order', which is not one of its positional inputs "
+        r"\(x\)",
+    ):
+        npgrad.op(name, nondifferentiable=("order",))(lambda x: x)

@@ -207,16 +207,28 @@ def convolve_nd(in1: Array, in2: Array, *, mode: str = "full", method: str = "au
 
 
 @npgrad.op("scipy::correlate2d")
-def correlate2d(x: Array, w: Array, *, mode: str = "valid", method: str = "auto") -> Array:
+def correlate2d(
+    x: Array,
+    w: Array,
+    *,
+    mode: str = "valid",
+    method: str = "auto",
+    boundary: str = "fill",
+    fillvalue: float = 0.0,
+) -> Array:
     """Cross-correlate the last two dims of ``x`` with the 2-D kernel ``w``.
 
-    Equal to ``scipy.signal.correlate2d(x, w, mode)`` for each image of the batch.
+    Equal to ``scipy.signal.correlate2d(x, w, mode, boundary, fillvalue)`` for each image of
+    the batch.
 
     Args:
         x: (..., H, W) images.
         w: (kh, kw) kernel.
         mode: "valid", "same" or "full".
         method: "direct", "fft" or "auto".
+        boundary: the input beyond its borders: "fill" (``fillvalue``), "wrap" (periodic) or
+            "symm" (mirrored, the edge repeated).
+        fillvalue: the value beyond the borders with ``boundary="fill"``.
 
     Examples:
         >>> import torch
@@ -224,20 +236,34 @@ def correlate2d(x: Array, w: Array, *, mode: str = "valid", method: str = "auto"
         >>> correlate2d(torch.ones(4, 8, 8), torch.ones(3, 3), mode="same").shape
         torch.Size([4, 8, 8])
     """
+    if _bounded(mode, boundary, fillvalue, "scipy::correlate2d"):
+        return _extended_forward(x, w, mode, method, boundary, fillvalue, convolve=False)
     return _single(x, w, mode, method, "scipy::correlate2d", convolve=False, two=True)
 
 
 @npgrad.op("scipy::convolve2d")
-def convolve2d(x: Array, w: Array, *, mode: str = "valid", method: str = "auto") -> Array:
+def convolve2d(
+    x: Array,
+    w: Array,
+    *,
+    mode: str = "valid",
+    method: str = "auto",
+    boundary: str = "fill",
+    fillvalue: float = 0.0,
+) -> Array:
     """Convolve the last two dims of ``x`` with the 2-D kernel ``w``.
 
-    Equal to ``scipy.signal.convolve2d(x, w, mode)`` for each image of the batch.
+    Equal to ``scipy.signal.convolve2d(x, w, mode, boundary, fillvalue)`` for each image of
+    the batch.
 
     Args:
         x: (..., H, W) images.
         w: (kh, kw) kernel.
         mode: "valid", "same" or "full".
         method: "direct", "fft" or "auto".
+        boundary: the input beyond its borders: "fill" (``fillvalue``), "wrap" (periodic) or
+            "symm" (mirrored, the edge repeated).
+        fillvalue: the value beyond the borders with ``boundary="fill"``.
 
     Examples:
         >>> import torch
@@ -245,7 +271,108 @@ def convolve2d(x: Array, w: Array, *, mode: str = "valid", method: str = "auto")
         >>> convolve2d(torch.ones(8, 8), torch.ones(2, 2), mode="full").shape
         torch.Size([9, 9])
     """
+    if _bounded(mode, boundary, fillvalue, "scipy::convolve2d"):
+        return _extended_forward(x, w, mode, method, boundary, fillvalue, convolve=True)
     return _single(x, w, mode, method, "scipy::convolve2d", convolve=True, two=True)
+
+
+# SciPy's boundaries of the 2-D convolutions, as numpy.pad names them ("fill": a constant).
+_BOUNDARIES = {"fill": "constant", "wrap": "wrap", "symm": "symmetric"}
+
+
+def _bounded(mode: str, boundary: str, fillvalue: float, name: str) -> bool:
+    """Whether the input must be extended by its boundary rule, not by zeros."""
+    if boundary not in _BOUNDARIES:
+        raise InputError(
+            f'npgrad op "{name}": boundary={boundary!r}; expected "fill", "wrap" or "symm", as '
+            f"scipy.signal takes them"
+        )
+    # In "valid" mode no output reads beyond the borders: SciPy ignores the boundary there.
+    return mode != "valid" and (boundary != "fill" or fillvalue != 0)
+
+
+def _extension(n: int, before: int, after: int, boundary: str) -> Array:
+    """For each position of the extended axis, the input position it copies (-1: fillvalue)."""
+    if boundary == "fill":
+        index = np.full(n + before + after, -1)
+        index[before : before + n] = np.arange(n)
+        return index
+    return np.pad(np.arange(n), (before, after), mode=_BOUNDARIES[boundary])  # type: ignore[call-overload]
+
+
+def _extensions(
+    image: Sequence[int], kernel: Sequence[int], mode: str, boundary: str, convolve: bool
+) -> list[Array]:
+    padding = _padding(mode, kernel, convolve=convolve)
+    return [
+        _extension(n, padding[2 * d], padding[2 * d + 1], boundary) for d, n in enumerate(image)
+    ]
+
+
+def _extended_forward(
+    x: Array, w: Array, mode: str, method: str, boundary: str, fillvalue: float, *,
+    convolve: bool,
+) -> Array:  # fmt: skip
+    """The 2-D ops with a boundary other than zeros: the input extended, then "valid"."""
+    name = "scipy::convolve2d" if convolve else "scipy::correlate2d"
+    _check_method(name, method)
+    _check_mode(name, mode)
+    if w.ndim != 2 or x.ndim < 2:
+        raise InputError(
+            f'npgrad op "{name}": got inputs of shapes {x.shape} and {w.shape}; expected a 2-D '
+            f"kernel w (kh, kw) and x (..., H, W)"
+        )
+    rows, cols = _extensions(x.shape[-2:], w.shape, mode, boundary, convolve)
+    extended = np.take(np.take(x, np.maximum(rows, 0), axis=-2), np.maximum(cols, 0), axis=-1)
+    if boundary == "fill":
+        inside = (rows >= 0)[:, None] & (cols >= 0)[None, :]
+        extended = np.where(inside, extended, np.asarray(fillvalue, dtype=extended.dtype))
+    kernel = w[::-1, ::-1] if convolve else w
+    images = extended.reshape(-1, 1, *extended.shape[-2:])
+    out = correlate(images, kernel[None, None], method)
+    return out.reshape(*x.shape[:-2], *out.shape[2:])
+
+
+def _extended_backward(
+    grad: torch.Tensor, x: torch.Tensor, w: torch.Tensor, mode: str, method: str,
+    boundary: str, fillvalue: float, convolve: bool, needs: tuple[bool, ...],
+) -> tuple[torch.Tensor | None, torch.Tensor | None]:  # fmt: skip
+    """Gradients of `_extended_forward`: of the valid correlation, then of the extension.
+
+    The extension gathers input positions (and a constant); its adjoint adds each extended
+    position's gradient back onto the position it copied. Both are torch ops, so every order
+    follows.
+    """
+    rows, cols = (
+        torch.from_numpy(index).to(x.device)
+        for index in _extensions(tuple(x.shape[-2:]), tuple(w.shape), mode, boundary, convolve)
+    )
+    extended = x.index_select(-2, rows.clamp(min=0)).index_select(-1, cols.clamp(min=0))
+    if boundary == "fill":
+        inside = (rows >= 0)[:, None] & (cols >= 0)[None, :]
+        extended = torch.where(inside, extended, torch.full_like(extended, fillvalue))
+    kernel = (w.flip((0, 1)) if convolve else w)[None, None]
+    images = extended.reshape(-1, 1, *extended.shape[-2:])
+    grads = grad.reshape(-1, 1, *grad.shape[-2:])
+    grad_images, grad_kernel = correlate_channels_backward(
+        grads, images, kernel, (0, 0, 0, 0), method, needs
+    )
+    grad_x = None
+    if grad_images is not None:
+        grad_x = _gathered_adjoint(grad_images.reshape(extended.shape), rows, -2, x.shape[-2])
+        grad_x = _gathered_adjoint(grad_x, cols, -1, x.shape[-1])
+    grad_w = None
+    if grad_kernel is not None:
+        grad_w = grad_kernel[0, 0].flip((0, 1)) if convolve else grad_kernel[0, 0]
+    return grad_x, grad_w
+
+
+def _gathered_adjoint(g: torch.Tensor, index: torch.Tensor, dim: int, n: int) -> torch.Tensor:
+    """Return the adjoint of ``x.index_select(dim, index)`` (positions -1 dropped) applied to g."""
+    kept = (index >= 0).nonzero().squeeze(1)
+    shape = list(g.shape)
+    shape[dim] = n
+    return g.new_zeros(shape).index_add(dim, index[kept], g.index_select(dim, kept))
 
 
 def _single(
@@ -296,8 +423,15 @@ def _single_kernel_backward(convolve: bool, two: bool) -> Any:
         *,
         mode: str = "valid",
         method: str = "auto",
+        boundary: str = "fill",
+        fillvalue: float = 0.0,
         needs_input_grad: tuple[bool, ...],
     ) -> tuple[torch.Tensor | None, torch.Tensor | None]:
+        needs = (needs_input_grad[0], needs_input_grad[1])
+        if two and _bounded(mode, boundary, fillvalue, ""):
+            return _extended_backward(
+                grad, x, w, mode, method, boundary, fillvalue, convolve, needs
+            )
         dims = w.dim()
         image = tuple(x.shape[x.dim() - dims :])
         axes = tuple(range(dims))
@@ -348,7 +482,7 @@ convolve2d.tensor_backward(_single_kernel_backward(convolve=True, two=True))
 
 
 def _single_kernel_shape(
-    x: tuple[int, ...], w: tuple[int, ...], *, mode: str = "valid", method: str = "auto"
+    x: tuple[int, ...], w: tuple[int, ...], *, mode: str = "valid", method: str = "auto", **_: Any
 ) -> tuple[int, ...]:
     return (*x[: len(x) - len(w)], *_spatial(x[len(x) - len(w) :], w, mode))
 

@@ -29,7 +29,7 @@ import torch
 from scipy import integrate, special
 
 import npgrad
-from npgrad.errors import InputError, MissingBackwardError
+from npgrad.errors import InputError
 
 Array = np.ndarray[Any, Any]
 ELEMENTWISE = {"signature": "(),()->()", "vectorized": True}
@@ -50,18 +50,7 @@ def _domain(name: str, input: str, ok: Any, what: str, values: Any) -> None:
         )
 
 
-def _fixed(name: str, input: str, asked: bool) -> None:
-    # The derivative in an order (or parameter) has no closed form here: a gradient or a
-    # tangent for it must be an error, never a silent zero.
-    if asked:
-        raise MissingBackwardError(
-            f'npgrad op "scipy::{name}": a gradient was asked for input "{input}" (position 0), '
-            f"which the op does not differentiate (only its last input); pass it as a constant "
-            f"(a number, or a tensor that does not require grad)"
-        )
-
-
-@npgrad.op("scipy::kv", **ELEMENTWISE)
+@npgrad.op("scipy::kv", **ELEMENTWISE, nondifferentiable=("v",))
 def kv(v: Array, x: Array) -> Array:
     """Modified Bessel function of the second kind, K_v(x), for x > 0.
 
@@ -76,14 +65,11 @@ def kv(v: Array, x: Array) -> Array:
 
 
 @kv.tensor_backward
-def _(
-    grad: torch.Tensor, v: Any, x: torch.Tensor, *, needs_input_grad: tuple[bool, ...]
-) -> tuple[None, torch.Tensor]:
-    _fixed("kv", "v", needs_input_grad[0])
+def _(grad: torch.Tensor, v: Any, x: torch.Tensor) -> tuple[None, torch.Tensor]:
     return None, -grad * (kv(v - 1, x) + kv(v + 1, x)) / 2
 
 
-@npgrad.op("scipy::iv", **ELEMENTWISE)
+@npgrad.op("scipy::iv", **ELEMENTWISE, nondifferentiable=("v",))
 def iv(v: Array, x: Array) -> Array:
     """Modified Bessel function of the first kind, I_v(x), for x >= 0 (any x for an integer v).
 
@@ -99,10 +85,7 @@ def iv(v: Array, x: Array) -> Array:
 
 
 @iv.tensor_backward
-def _(
-    grad: torch.Tensor, v: Any, x: torch.Tensor, *, needs_input_grad: tuple[bool, ...]
-) -> tuple[None, torch.Tensor]:
-    _fixed("iv", "v", needs_input_grad[0])
+def _(grad: torch.Tensor, v: Any, x: torch.Tensor) -> tuple[None, torch.Tensor]:
     return None, grad * (iv(v - 1, x) + iv(v + 1, x)) / 2
 
 

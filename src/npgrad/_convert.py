@@ -19,6 +19,7 @@ Design requirements, one place each:
 from __future__ import annotations
 
 import math
+import warnings
 from collections.abc import Sequence
 from typing import Any, Protocol
 
@@ -101,13 +102,28 @@ def sparse_gradient(value: Any, tensor: torch.Tensor) -> torch.Tensor:
     data = torch.from_numpy(np.ascontiguousarray(values)).to(dtype=tensor.dtype)
     if tensor.layout == torch.sparse_coo:
         indices = torch.from_numpy(np.stack([rows, cols]))
-        result = torch.sparse_coo_tensor(indices, data, tensor.shape, is_coalesced=True)
+        result = torch.sparse_coo_tensor(
+            indices, data, tensor.shape, is_coalesced=True, check_invariants=False
+        )
     else:
         source = tensor.detach()
-        result = torch.sparse_csr_tensor(
+        result = csr_tensor(
             source.crow_indices().cpu(), source.col_indices().cpu(), data, tensor.shape
         )
     return result.to(tensor.device)
+
+
+def csr_tensor(
+    crow: torch.Tensor, cols: torch.Tensor, values: torch.Tensor, shape: Any
+) -> torch.Tensor:
+    """Return a CSR tensor of a pattern taken from a valid one, without torch's notices.
+
+    The invariants hold by construction (the pattern is an input's), so they are not checked;
+    torch's note that CSR support is in beta is not the user's business.
+    """
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", "Sparse CSR tensor support is in beta", UserWarning)
+        return torch.sparse_csr_tensor(crow, cols, values, shape, check_invariants=False)
 
 
 def to_numpy_all(tensors: Sequence[torch.Tensor]) -> list[Any]:
@@ -160,6 +176,8 @@ def array_problem(value: object) -> str | None:
     if not isinstance(value, np.ndarray):
         return f"a {type(value).__name__}"
     kind = value.dtype.kind
+    if kind == "f" and value.dtype.itemsize > 8:
+        return f"an array of dtype {value.dtype} (long double: torch has no such dtype)"
     if kind in "biuf":
         return None
     if kind == "c":

@@ -12,7 +12,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import inspect
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import numpy as np
@@ -28,12 +29,14 @@ from npgrad.errors import InputError
 
 # Bound once: Dynamo recognises the function itself and folds the call to True while tracing.
 _is_compiling = torch.compiler.is_compiling
+_is_tracing: Callable[[], bool] = torch.jit.is_tracing  # type: ignore[attr-defined]
 _special_mode_active = internals.special_mode_active
 _Tensor = torch.Tensor
 _Parameter = torch.nn.Parameter
 _PLAIN_TENSORS = (_Tensor, _Parameter)
 # Positional inputs passed through as they are: numbers, and None for an absent optional input.
-_CONSTANTS = (bool, int, float, np.bool_, np.integer, np.floating, type(None))
+_NUMBERS = (bool, int, float, np.bool_, np.integer, np.floating)
+_CONSTANTS = (*_NUMBERS, type(None))
 
 
 class Core:
@@ -46,11 +49,68 @@ class Core:
         # The ops that run this op's NumPy backward and jvp (see _companions), by kind.
         self._companions: dict[str, Core] = {}
         self._library_problem = _register_library(self)
+        self._outside_graph = _library.outside_graph(rules, self._library_problem)
 
     def __call__(self, *inputs: Any, **config: Any) -> Any:
-        if _is_compiling():
+        if config and self._rules.kind == "op":
+            inputs, config = bind(self._rules, inputs, config)
+        if _is_compiling() or _is_tracing():
+            # torch.jit.trace records the custom op, which runs NumPy again on new inputs;
+            # the eager path would leave its result in the trace as a constant.
             return _library.call(self, inputs, config)
         return call(self, inputs, config)
+
+
+def bind(
+    rules: Rules, inputs: tuple[Any, ...], config: dict[str, Any]
+) -> tuple[tuple[Any, ...], dict[str, Any]]:
+    """Return the call's positional inputs and keyword config, bound as Python binds them.
+
+    A positional-or-keyword parameter of the forward may be given by name; keyword-only ones
+    are config, which must not be a tensor (config is static: it gets no gradient).
+    """
+    if not config.keys() <= rules.config_names:
+        try:
+            bound = inspect.signature(rules.forward).bind(*inputs, **config)
+        except TypeError as error:
+            raise InputError(
+                f'npgrad op "{rules.name}": {error}; expected the positional inputs '
+                f"({_listed(rules.input_names)}), in order or by name, and keyword config "
+                f"({_listed(sorted(rules.config_names))})"
+            ) from None
+        inputs, config = _split(rules, bound)
+    for key, value in config.items():
+        if isinstance(value, torch.Tensor):
+            raise InputError(
+                f'npgrad op "{rules.name}": keyword config "{key}" was given a tensor; config '
+                f"is static and gets no gradient, so expected a number, string, tuple or array; "
+                f"make it a positional input of the forward (before any *) to pass a tensor, "
+                f"with a gradient if the backward gives one, or pass {key}=t.item() / "
+                f"t.numpy() for a constant"
+            )
+    return inputs, config
+
+
+def _split(rules: Rules, bound: inspect.BoundArguments) -> tuple[tuple[Any, ...], dict[str, Any]]:
+    """Return the positional inputs (defaults filled up to the last one given) and config."""
+    given = bound.arguments
+    parameters = bound.signature.parameters
+    named = [n for n in rules.input_names if n in given]
+    last = rules.input_names.index(named[-1]) if named else -1
+    inputs = [
+        given[n] if n in given else parameters[n].default for n in rules.input_names[: last + 1]
+    ]
+    if rules.varargs_name is not None:
+        inputs.extend(given.get(rules.varargs_name, ()))
+    config = {k: v for k, v in given.items() if k in rules.config_names}
+    for parameter in parameters.values():
+        if parameter.kind is parameter.VAR_KEYWORD:
+            config.update(given.get(parameter.name, {}))
+    return tuple(inputs), config
+
+
+def _listed(names: Sequence[str]) -> str:
+    return ", ".join(names) or "none"
 
 
 def _register_library(core: Core) -> str | None:
@@ -68,9 +128,14 @@ def call(core: Core, inputs: tuple[Any, ...], config: dict[str, Any]) -> Any:
         missing = len(rules.input_names) - len(inputs)
         if 0 < missing <= len(rules.input_defaults):
             return call(core, inputs + rules.input_defaults[-missing:], config)
+        fix = (
+            "give the missing ones, in order or by name"
+            if missing > 0
+            else "pass config as keywords"
+        )
         raise InputError(
             f'npgrad op "{rules.name}": called with {len(inputs)} positional inputs, expected '
-            f"{len(rules.input_names)} ({', '.join(rules.input_names)}); pass config as keywords"
+            f"{len(rules.input_names)} ({', '.join(rules.input_names)}); {fix}"
         )
     # The fast case, checked with as little as possible: every input a tensor, all of one
     # floating dtype, on one device.
@@ -131,7 +196,9 @@ def _call_general(core: Core, inputs: tuple[Any, ...], config: dict[str, Any]) -
         elif isinstance(value, np.ndarray) and array_problem(value) is None:
             tensor = to_tensor(value, None, None)
             args[i] = tensor
-        elif isinstance(value, _CONSTANTS):
+        elif isinstance(value, _CONSTANTS) or (
+            isinstance(value, (tuple, list)) and all(isinstance(v, _NUMBERS) for v in value)
+        ):
             continue
         else:
             raise _input_error(rules, i, value)
@@ -143,10 +210,12 @@ def _call_general(core: Core, inputs: tuple[Any, ...], config: dict[str, Any]) -
         slots.append(i)
         tensors.append(tensor)
     device = _common_device(rules, tensors)
+    # An order or a sigma is a parameter, not data: it does not promote the result.
+    data = [t for i, t in zip(slots, tensors, strict=True) if i not in rules.nondifferentiable]
     state = Call(
         rules,
         config,
-        floating_result_dtype(tensors),
+        floating_result_dtype(data or tensors),
         None if device.type == "cpu" else device,
         len(inputs),
         slots,
@@ -180,11 +249,15 @@ def _input_error(rules: Rules, position: int, value: Any) -> InputError:
         got = f"a complex value ({type(value).__name__})"
     else:
         got = array_problem(value) or type(value).__name__
+    fix = (
+        "cast it with .astype(np.float64)"
+        if "long double" in got
+        else "pass static config as a keyword argument"
+    )
     return InputError(
         f'npgrad op "{rules.name}": positional input "{name}" (position {position}) is {got}; '
-        f"expected a real tensor, ndarray, number or None (complex values are not supported: "
-        f"pass real and imaginary parts as separate inputs); pass static config as a keyword "
-        f"argument"
+        f"expected a real tensor, ndarray, number, tuple of numbers or None (complex values "
+        f"are not supported: pass real and imaginary parts as separate inputs); {fix}"
     )
 
 

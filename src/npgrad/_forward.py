@@ -15,9 +15,10 @@ import torch
 from npgrad import _batch
 from npgrad._convert import array_problem, as_array, to_numpy, to_numpy_all, to_tensor
 from npgrad._rules import Rules
-from npgrad.errors import NonFiniteError, OutputError
+from npgrad.errors import InputError, NonFiniteError, OutputError
 
 _anomaly_enabled = torch.is_anomaly_enabled
+Array = np.ndarray[Any, Any]
 
 
 class Call:
@@ -78,12 +79,16 @@ def run_forward(state: Call, args: Sequence[Any], keep: bool = False) -> Any:
     its residuals are kept in ``state``.
     """
     rules = state.rules
-    if state.slots is None:
-        arrays = to_numpy_all(args)
-    else:
-        arrays = list(state.constants)  # type: ignore[arg-type]
-        for i in state.slots:
-            arrays[i] = to_numpy(args[i])
+    try:
+        if state.slots is None:
+            arrays = to_numpy_all(args)
+        else:
+            arrays = list(state.constants)  # type: ignore[arg-type]
+            for i in state.slots:
+                arrays[i] = to_numpy(args[i])
+    except (TypeError, NotImplementedError) as error:
+        # No memory NumPy can read: meta tensors (shapes only), or a dtype NumPy lacks.
+        return _unreadable(state, args, error)
     state.arrays = arrays
     saving = keep and rules.save is not None
     fn = rules.save if saving else rules.forward
@@ -116,7 +121,9 @@ def run_forward(state: Call, args: Sequence[Any], keep: bool = False) -> Any:
         _check_signature_shapes(rules, expected, result)
     if isinstance(result, tuple):
         state.single = False
-        outputs = tuple(_output(rules, k, value, state) for k, value in enumerate(result))
+        outputs = tuple(
+            _output(rules, k, value, state) for k, value in enumerate(_unaliased(result))
+        )
         if _anomaly_enabled():
             for k, output in enumerate(outputs):
                 check_finite(rules, output, f"output {k} of the forward")
@@ -125,6 +132,40 @@ def run_forward(state: Call, args: Sequence[Any], keep: bool = False) -> Any:
     if _anomaly_enabled():
         check_finite(rules, output, "output 0 of the forward")
     return output
+
+
+def _unreadable(state: Call, args: Sequence[Any], error: Exception) -> Any:
+    """Meta results for meta inputs, from the op's shape rule; else an error naming the input."""
+    rules = state.rules
+    tensors = [(i, a) for i, a in enumerate(args) if isinstance(a, torch.Tensor)]
+    if any(a.is_meta for _, a in tensors):
+        shapes = [tuple(a.shape) if isinstance(a, torch.Tensor) else None for a in args]
+        found = rules.output_shapes(shapes, state.config)
+        if found is None:
+            raise InputError(
+                f'npgrad op "{rules.name}": got meta tensors, which hold shapes but no values, '
+                f"and the op cannot say its output shapes without running; give it a signature "
+                f"naming every output dim or an @{rules.variable}.shape rule, or call it on real "
+                f"tensors"
+            ) from None
+        # Meta results take the promoted floating dtype, as a shape rule gives no dtype.
+        outputs = tuple(torch.empty(shape, dtype=state.dtype, device="meta") for shape in found)
+        single = len(found) == 1
+        if rules.shape is not None:
+            single = rules.shape_rule(shapes, state.config)[1]
+        state.single = single
+        return outputs[0] if single else outputs
+    for i, tensor in tensors:
+        if tensor.layout == torch.strided and (
+            tensor.is_quantized or (tensor.dtype.itemsize == 1 and tensor.is_floating_point())
+        ):
+            fix = ".dequantize()" if tensor.is_quantized else ".to(torch.float32)"
+            raise InputError(
+                f'npgrad op "{rules.name}": positional input "{rules.input_name(i)}" (position '
+                f"{i}) has dtype {tensor.dtype}, which NumPy has no type for; expected a bool, "
+                f"integer or (16, 32 or 64-bit) floating tensor; convert it with {fix} first"
+            ) from None
+    raise error
 
 
 def split_saved(rules: Rules, saved: Any) -> tuple[Any, Any]:
@@ -180,8 +221,25 @@ def check_finite(rules: Rules, tensor: torch.Tensor | None, what: str) -> None:
         )
 
 
+def _unaliased(results: tuple[Any, ...]) -> tuple[Any, ...]:
+    """Return the forward's results with any that share memory with an earlier one copied.
+
+    torch takes each writable array as it is, so a forward returning one array twice would
+    give two outputs where writing into one changes the other.
+    """
+    seen: list[Array] = []
+    unaliased = []
+    for value in results:
+        if type(value) is np.ndarray:
+            if any(np.may_share_memory(value, other) for other in seen):
+                value = value.copy()
+            seen.append(value)
+        unaliased.append(value)
+    return tuple(unaliased)
+
+
 def _output(rules: Rules, index: int, value: Any, state: Call) -> torch.Tensor:
-    if type(value) is np.ndarray and value.dtype.kind == "f":
+    if type(value) is np.ndarray and value.dtype.kind == "f" and value.dtype.itemsize <= 8:
         return to_tensor(value, state.dtype, state.device)
     value = as_array(value)
     problem = array_problem(value)
@@ -191,7 +249,9 @@ def _output(rules: Rules, index: int, value: Any, state: Call) -> torch.Tensor:
             "a list": "return a tuple of ndarrays for several outputs, or np.asarray(...) for one",
         }.get(
             problem,
-            "return real (bool, integer or floating) ndarrays; split complex "
+            "cast it with .astype(np.float64)"
+            if "long double" in problem
+            else "return real (bool, integer or floating) ndarrays; split complex "
             "results into real and imaginary parts",
         )
         owner, what = _owner(rules)

@@ -54,7 +54,12 @@ def build(core: Runtime) -> tuple[type[torch.autograd.Function], type[torch.auto
 
     def backward(ctx: Any, *grads: torch.Tensor) -> tuple[torch.Tensor | None, ...]:
         state: Call = ctx.state
-        if state.output_meta:  # the transformable Function's: torch may leave grads out
+        if any(g is None for g in grads):
+            # Undefined output gradients (materialisation is off): none at all means no
+            # gradients, as torch's own ops answer (a zero sparse gradient is no answer for
+            # torch's checks); some are zeros.
+            if all(g is None for g in grads):
+                return (None,) * len(ctx.needs_input_grad)
             grads = _materialized(grads, state)
         if state.rules.backward is not None and not _grad_enabled() and not _transforms_active():
             # _backward's common case, inlined: a NumPy backward whose result is not recorded.
@@ -107,6 +112,7 @@ def _save(ctx: Any, state: Call, args: tuple[Any, ...], output: Any, forward_mod
         and rules.tensor_backward is None
     ):
         # The common case: one output, every input a tensor, nothing else to keep.
+        ctx.set_materialize_grads(False)
         ctx.save_for_backward(*args)
         if not output.is_floating_point():
             ctx.mark_non_differentiable(output)
@@ -119,12 +125,13 @@ def _save(ctx: Any, state: Call, args: tuple[Any, ...], output: Any, forward_mod
         # floats and device tensors).
         state.arrays = ()
     ctx.save_for_backward(*inputs, *(outputs if rules.saves_outputs else ()))
+    state.output_meta = tuple((tuple(o.shape), o.dtype, o.device) for o in outputs)
+    # Gradients of outputs without one arrive as None, not zeros (the backward fills in
+    # zeros, or answers None for none at all), and so do tangents of inputs without one: a rule
+    # differentiable in some inputs only (a Bessel function's order) must know which were
+    # asked for.
+    ctx.set_materialize_grads(False)
     if forward_mode:
-        state.output_meta = tuple((tuple(o.shape), o.dtype, o.device) for o in outputs)
-        # Tangents of inputs without one arrive as None, not zeros: a rule differentiable in
-        # some inputs only (a Bessel function's order) must know which were asked for. The
-        # backward then fills in the zero gradients torch leaves out.
-        ctx.set_materialize_grads(False)
         jvp = rules.jvp or rules.tensor_jvp
         if jvp is None and rules.tensor_backward is not None:
             ctx.save_for_forward(*inputs, *outputs)  # forward mode from the tensor backward

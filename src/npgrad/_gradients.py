@@ -126,6 +126,9 @@ def user_gradients(
     backward.
     """
     n = len(inputs)
+    for i in rules.nondifferentiable:
+        if i < len(needs) and needs[i]:
+            raise not_differentiated(rules, i)
     whole = rules.backward or rules.tensor_backward
     if whole is not None:
         tensor = whole is rules.tensor_backward
@@ -212,6 +215,16 @@ def missing_backward(rules: Rules, position: int) -> NpgradError:
     return MissingBackwardError(
         f'npgrad op "{rules.name}": a gradient was asked for input "{name}" (position '
         f"{position}), but no backward is registered for it; register one with {how}"
+    )
+
+
+def not_differentiated(rules: Rules, position: int) -> MissingBackwardError:
+    """The error for a gradient or tangent asked of an input declared nondifferentiable."""
+    return MissingBackwardError(
+        f'npgrad op "{rules.name}": a gradient was asked for input '
+        f'"{rules.input_name(position)}" (position {position}), which the op does not '
+        f"differentiate (npgrad.op(nondifferentiable=...)); pass it as a constant (a number, "
+        f"or a tensor that does not require grad and has no tangent)"
     )
 
 

@@ -29,18 +29,63 @@ from npgrad.errors import InputError
 _libraries: dict[str, torch.library.Library] = {}
 
 
+class _Latest:
+    """The op now registered under a custom op's name, which the op's kernels call.
+
+    torch.library keeps a definition for the life of the process: an op defined again under
+    the same name and schema (a notebook cell run twice) takes over the same custom op.
+    """
+
+    def __init__(self, core: Runtime) -> None:
+        self.core = core
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.core, name)
+
+    def __call__(self, *inputs: Any, **config: Any) -> Any:
+        return self.core(*inputs, **config)
+
+
+# Each custom op npgrad defined: its schema, and the op its kernels call.
+_defined: dict[str, tuple[str, _Latest]] = {}
+
+
+def defined_elsewhere(name: str) -> bool:
+    """Whether ``torch.ops`` has an operator ``name`` that npgrad did not define."""
+    if name in _defined:
+        return False
+    namespace, opname = name.split("::")
+    try:
+        getattr(getattr(torch.ops, namespace), opname)
+    except (AttributeError, RuntimeError):
+        return False
+    return True
+
+
 def register(core: Runtime) -> str | None:
     """Define ``core``'s op as a custom op; return why it cannot be, or None when it is."""
     rules = core._rules
     schema = _schema(rules)
     if schema.startswith("!"):
         return schema[1:]
+    known = _defined.get(rules.name)
+    if known is not None:
+        if known[0] != schema:
+            return (
+                f"torch.library keeps its first definition in this process, of schema "
+                f"{known[0]}, and this one has {schema}; restart the process to trace it"
+            )
+        known[1].core = core
+        return None
+    latest = _Latest(core)
+    core = latest
     library = _libraries.get(rules.namespace)
     if library is None:
         library = _libraries[rules.namespace] = torch.library.Library(  # type: ignore[no-untyped-call]
             rules.namespace, "FRAGMENT"
         )
     library.define(f"{rules.opname}{schema}")  # type: ignore[no-untyped-call]
+    _defined[rules.name] = (schema, latest)
 
     def kernel(*args: Any, **config: Any) -> list[torch.Tensor]:
         inputs = tuple(args[0]) if _variadic(rules) else args
@@ -86,7 +131,7 @@ def call(core: Runtime, inputs: tuple[Any, ...], config: dict[str, Any]) -> Any:
     )
     if not traceable(core) or not dense:
         if torch.compiler.is_compiling():
-            return _outside_graph(core, inputs, config)
+            return core._outside_graph[dense](core, inputs, config)
         raise _untraceable(core)
     library_op = getattr(getattr(torch.ops, rules.namespace), rules.opname).default
     args = (list(inputs),) if _variadic(rules) else inputs
@@ -98,8 +143,7 @@ def call(core: Runtime, inputs: tuple[Any, ...], config: dict[str, Any]) -> Any:
     return tuple(result)
 
 
-@torch.compiler.disable  # type: ignore[untyped-decorator]
-def _outside_graph(core: Runtime, inputs: tuple[Any, ...], config: dict[str, Any]) -> Any:
+def _eagerly(core: Runtime, inputs: tuple[Any, ...], config: dict[str, Any]) -> Any:
     # A graph break: Dynamo runs this call eagerly, on real tensors. A trace that cannot break
     # (torch.export) comes here while compiling: the op cannot be traced.
     if torch.compiler.is_compiling():
@@ -107,11 +151,33 @@ def _outside_graph(core: Runtime, inputs: tuple[Any, ...], config: dict[str, Any
     return core(*inputs, **config)
 
 
+def outside_graph(rules: Rules, problem: str | None) -> dict[bool, Any]:
+    """Return the op's graph-break functions, for dense inputs (True) and for others (False).
+
+    Each is ``torch.compiler.disable``d with a reason naming the op and the fix, which Dynamo
+    quotes in its graph-break message (an error under ``fullgraph=True``). Made when the op is
+    defined: making one while tracing would itself break the graph.
+    """
+    why = {
+        True: f"{problem or 'its output shapes are unknown'}; give it a signature naming "
+        f"every output dim or an @{(rules.parent or rules).variable}.shape rule, and typed "
+        f"config defaults",
+        False: "a number or a sparse tensor as a positional input has no place in a custom "
+        "op's schema; pass dense tensors for every positional input",
+    }
+    return {
+        dense: torch.compiler.disable(  # type: ignore[no-untyped-call]
+            _eagerly, reason=f'npgrad op "{rules.name}" runs outside the graph: {text}'
+        )
+        for dense, text in why.items()
+    }
+
+
 def _untraceable(core: Runtime) -> InputError:
     rules = core._rules
     return InputError(
-        f'npgrad op "{rules.name}" met traced tensors (torch.compile, torch.export, fake '
-        f"tensors) but cannot be traced: "
+        f'npgrad op "{rules.name}" met traced tensors (torch.compile, torch.export, '
+        f"torch.jit.trace, fake tensors) but cannot be traced: "
         f"{core._library_problem or 'its output shapes are unknown'}; give it a signature "
         f"naming every output dim or an @{rules.variable}.shape rule, and typed config "
         f"defaults"

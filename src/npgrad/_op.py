@@ -9,7 +9,7 @@ import inspect
 from collections.abc import Callable, Sequence
 from typing import Any, TypeVar
 
-from npgrad import _companions, _registry
+from npgrad import _companions, _library, _registry
 from npgrad._dispatch import Core
 from npgrad._rules import Rule, define, rule
 from npgrad.errors import DefinitionError, UnknownOpError
@@ -43,8 +43,20 @@ class Op(Core):
         *,
         signature: str | None = None,
         vectorized: bool = False,
+        nondifferentiable: Sequence[str | int] = (),
     ) -> None:
-        rules = define(name, forward, signature=signature, vectorized=vectorized)
+        rules = define(
+            name,
+            forward,
+            signature=signature,
+            vectorized=vectorized,
+            nondifferentiable=nondifferentiable,
+        )
+        if _library.defined_elsewhere(name):
+            raise DefinitionError(
+                f'npgrad op "{name}": torch.ops already has an operator of that name, defined '
+                f"outside npgrad; choose another name or namespace"
+            )
         # Registered first: a taken name must fail before anything is built or defined.
         self._rules = rules
         _registry.register(self)
@@ -356,7 +368,11 @@ class Op(Core):
 
 
 def op(
-    name: str, *, signature: str | None = None, vectorized: bool = False
+    name: str,
+    *,
+    signature: str | None = None,
+    vectorized: bool = False,
+    nondifferentiable: Sequence[str | int] = (),
 ) -> Callable[[Callable[..., Any]], Op]:
     """Make a NumPy function a differentiable torch op registered under ``name``.
 
@@ -371,6 +387,10 @@ def op(
             them (on its threads), so it only ever sees core dims. The signature also gives
             output shapes (for ``torch.compile``) and makes ``vmap`` a single batched call.
         vectorized: the function handles leading batch dims itself; npgrad does not loop.
+        nondifferentiable: positional inputs (names or positions) that never get a gradient,
+            as JAX's ``nondiff_argnums``: an order, a width, a sigma. Asking for their
+            gradient or tangent is an error naming them; `Layer` holds them as buffers;
+            `check` leaves them constant.
 
     Examples:
         >>> import numpy as np, torch, npgrad
@@ -387,7 +407,13 @@ def op(
     """
 
     def decorate(forward: Callable[..., Any]) -> Op:
-        return Op(name, forward, signature=signature, vectorized=vectorized)
+        return Op(
+            name,
+            forward,
+            signature=signature,
+            vectorized=vectorized,
+            nondifferentiable=nondifferentiable,
+        )
 
     return decorate
 
@@ -426,5 +452,12 @@ def _load(name: str, module: str) -> Op:
     try:
         return get(name)
     except UnknownOpError:
+        if module == "__main__":
+            raise UnknownOpError(
+                f'npgrad: no op is registered under the name "{name}", and the op was defined '
+                f"in __main__ (a script or notebook) of the process that saved it, which "
+                f"cannot be imported here; define the op in an importable module, import it in "
+                f"both processes, and save again (or run the defining code before loading)"
+            ) from None
         importlib.import_module(module)
         return get(name)

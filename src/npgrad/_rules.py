@@ -72,6 +72,8 @@ class Rules:
     vectorized: bool
     defined_at: str
     module: str
+    # Positions of the inputs that never get a gradient (npgrad.op(nondifferentiable=...)).
+    nondifferentiable: frozenset[int] = frozenset()
     # "op", or for a companion (see _companions) "backward" or "jvp" of its parent.
     kind: str = "op"
     parent: Rules | None = None
@@ -191,12 +193,19 @@ class Runtime(Protocol):
     def _companions(self) -> Mapping[str, Runtime]: ...
     @property
     def _library_problem(self) -> str | None: ...
+    @property
+    def _outside_graph(self) -> Mapping[bool, Callable[..., Any]]: ...
 
     def __call__(self, *inputs: Any, **config: Any) -> Any: ...
 
 
 def define(
-    name: str, forward: Callable[..., Any], *, signature: str | None, vectorized: bool
+    name: str,
+    forward: Callable[..., Any],
+    *,
+    signature: str | None,
+    vectorized: bool,
+    nondifferentiable: Sequence[str | int] = (),
 ) -> Rules:
     """Return the record of a new op, checking its name, function and signature."""
     if not isinstance(name, str) or not _NAME.match(name):
@@ -204,6 +213,13 @@ def define(
             f"npgrad: op name {name!r} for {getattr(forward, '__qualname__', forward)!r} is "
             f'not of the form "namespace::name"; use identifiers on both sides, '
             f'e.g. "mylib::{getattr(forward, "__name__", "op")}"'
+        )
+    namespace = name.split("::")[0]
+    if namespace in _RESERVED_NAMESPACES or namespace.startswith("_"):
+        raise DefinitionError(
+            f'npgrad op "{name}": the namespace "{namespace}" belongs to torch (its own '
+            f"operators live there, and an op defined in it breaks torch.compile for the whole "
+            f'process); use a namespace of your own, e.g. "mylib::{name.split("::")[1]}"'
         )
     if not callable(forward):
         raise DefinitionError(
@@ -241,9 +257,22 @@ def define(
             f"function {len(positional)} ({', '.join(positional)}); give one core-dim group per "
             f"positional input"
         )
+    fixed = set()
+    for input in (nondifferentiable,) if isinstance(nondifferentiable, str) else nondifferentiable:
+        if input in positional:
+            fixed.add(positional.index(input))
+        elif isinstance(input, int) and 0 <= input < len(positional):
+            fixed.add(input)
+        else:
+            raise DefinitionError(
+                f'npgrad op "{name}": nondifferentiable names {input!r}, which is not one of '
+                f"its positional inputs ({', '.join(positional) or 'none'}); name one of them "
+                f"or give its position"
+            )
     return Rules(
         name=name,
         forward=forward,
+        nondifferentiable=frozenset(fixed),
         input_names=tuple(positional),
         varargs_name=varargs,
         config_names=frozenset(config),
@@ -255,6 +284,18 @@ def define(
     )
 
 
+# torch's own operator namespaces (torch.ops.<ns>), and those of its libraries.
+_RESERVED_NAMESPACES = frozenset(
+    {
+        "aten", "prim", "prims", "torch", "quantized", "quantized_decomposed", "c10d",
+        "c10d_functional", "profiler", "inductor", "higher_order", "mkldnn", "onednn", "mkl",
+        "cuda", "nvprims", "rngprims", "debugprims", "fbgemm", "sparse", "xnnpack", "vulkan",
+        "image", "torchvision", "torchaudio", "torchtext", "symm_mem", "fsdp", "functional",
+        "attr", "aten_ops", "npgrad",
+    }
+)  # fmt: skip
+
+
 def rule(rules: Rules, fn: Callable[..., Any], what: str) -> Rule:
     """Return ``fn`` as a rule of ``rules``' op, reading which keywords npgrad must fill."""
     if not callable(fn):
@@ -264,14 +305,48 @@ def rule(rules: Rules, fn: Callable[..., Any], what: str) -> Rule:
         )
     takes, required = set(), set()
     any_keyword = False
-    for parameter in inspect.signature(fn).parameters.values():
+    parameters = inspect.signature(fn).parameters.values()
+    for parameter in parameters:
         if parameter.kind is parameter.VAR_KEYWORD:
             any_keyword = True
         elif parameter.kind is parameter.KEYWORD_ONLY and parameter.name not in rules.config_names:
             takes.add(parameter.name)
             if parameter.default is parameter.empty:
                 required.add(parameter.name)
+    _check_fit(rules, parameters, what, any_keyword)
     return Rule(fn, frozenset(takes), frozenset(required), any_keyword)
+
+
+def _check_fit(rules: Rules, parameters: Any, what: str, any_keyword: bool) -> None:
+    """Refuse a rule that cannot take what npgrad passes it: leading values, inputs, config."""
+    if what in ("shape", "save") or rules.varargs_name is not None:
+        return
+    positional = [p for p in parameters if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)]
+    varargs = any(p.kind is p.VAR_POSITIONAL for p in parameters)
+    required = sum(p.default is p.empty for p in positional)
+    n = rules.arity
+    if what.endswith("jvp"):
+        leading, wanted = f"{n} tangent(s)", (2 * n, 2 * n)
+    else:
+        outputs = None if rules.signature is None else len(rules.signature.outputs)
+        leading = f"{outputs or 'one or more'} output gradient(s)"
+        wanted = (n + (outputs or 1), n + outputs if outputs else len(positional))
+    problem = None
+    if not varargs and len(positional) < wanted[0]:
+        problem = f"takes {len(positional)} positional parameter(s)"
+    elif required > wanted[1]:
+        problem = f"requires {required} positional parameter(s)"
+    names = {p.name for p in parameters}
+    missing = sorted(rules.config_names - names) if not any_keyword else []
+    if problem is None and missing:
+        problem = f"does not take the config {missing}"
+    if problem is not None:
+        config = f", then the config ({', '.join(sorted(rules.config_names))}) as keywords"
+        raise DefinitionError(
+            f'npgrad op "{rules.name}": @{rules.variable}.{what} {problem}; it is called with '
+            f"{leading}, then the {n} input(s) ({', '.join(rules.input_names)})"
+            f"{config if rules.config_names else ''}; give it parameters for all of them"
+        )
 
 
 def where(fn: Callable[..., Any]) -> str:

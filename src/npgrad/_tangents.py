@@ -21,6 +21,7 @@ from npgrad._forward import Call, add_note
 from npgrad._gradients import (
     none_for_a_tangent,
     normalised,
+    not_differentiated,
     not_twice_differentiable,
     saved_inputs,
     saved_outputs,
@@ -43,6 +44,9 @@ def tangents(
         raise missing_jvp(rules)
     inputs, held = saved_inputs(state, saved)
     given = [tangent is not None for tangent in tangents]
+    for i in rules.nondifferentiable:
+        if i < len(given) and given[i]:
+            raise not_differentiated(rules, i)
     filled = [
         (torch.zeros_like(value) if isinstance(value, torch.Tensor) else 0.0)
         if tangent is None

@@ -110,8 +110,11 @@ def check(op: Op, *inputs: Any, **config: Any) -> CheckReport:
             checks["forward"] = functools.partial(
                 torch.autograd.gradcheck, check_forward_ad=True, check_backward_ad=False
             )
-        if internals.ENABLED and (
-            rules.tensor_jvp is not None or (rules.jvp is None and rules.tensor_backward)
+        compressed = any(_is_sparse(v) and v.layout != torch.sparse_coo for v in inputs)
+        if (
+            internals.ENABLED
+            and not compressed
+            and (rules.tensor_jvp is not None or (rules.jvp is None and rules.tensor_backward))
         ):
             checks["forward-over-forward"] = _check_forward_over_forward
         # Sparse inputs: only their stored values are inputs, not the implicit zeros.
@@ -147,6 +150,8 @@ def check(op: Op, *inputs: Any, **config: Any) -> CheckReport:
             "forward-over-forward",
             "skipped: needs torch's internals"
             if not internals.ENABLED
+            else "skipped: torch.func takes no sparse CSR (or CSC, BSR) tensors"
+            if compressed
             else "skipped: no jvp"
             if "skipped" in report.verdicts["forward"]
             else "skipped: the jvp is NumPy, differentiable once",

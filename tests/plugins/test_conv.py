@@ -428,3 +428,33 @@ def test_conv1d_and_conv3d_layers_match_nn(layer, twin, sizes) -> None:
     with torch.no_grad():
         theirs.weight.copy_(ours.weight.flip(tuple(range(2, 2 + len(sizes)))))
     torch.testing.assert_close(ours(x), theirs(x), rtol=1e-4, atol=1e-5)
+
+
+@pytest.mark.parametrize("boundary", ["fill", "wrap", "symm"])
+@pytest.mark.parametrize("mode", ["same", "full"])
+def test_boundaries_equal_scipy_to_second_order(boundary: str, mode: str) -> None:
+    rng = np.random.default_rng(4)
+    fillvalue = 1.5 if boundary == "fill" else 0.0
+    for ours, theirs in (
+        (correlate2d, scipy.signal.correlate2d),
+        (convolve2d, scipy.signal.convolve2d),
+    ):
+        for x_shape, w_shape in (((2, 5, 6), (3, 2)), ((4, 4), (4, 5)), ((3, 3), (6, 7))):
+            x, w = rng.standard_normal(x_shape), rng.standard_normal(w_shape)
+            config = {"mode": mode, "boundary": boundary, "fillvalue": fillvalue}
+            each = [theirs(i, w, **config) for i in x.reshape(-1, *x_shape[-2:])]
+            expected = np.stack(each).reshape(*x_shape[:-2], *each[0].shape)
+            got = ours(torch.from_numpy(x), torch.from_numpy(w), **config)
+            np.testing.assert_allclose(got.numpy(), expected, atol=1e-12)
+        a = torch.randn(5, 6, dtype=torch.float64, requires_grad=True)
+        b = torch.randn(3, 2, dtype=torch.float64, requires_grad=True)
+        assert torch.autograd.gradcheck(lambda p, q, op=ours, c=config: op(p, q, **c), (a, b))
+        assert torch.autograd.gradgradcheck(lambda p, q, op=ours, c=config: op(p, q, **c), (a, b))
+
+
+def test_an_unknown_boundary_is_named() -> None:
+    with pytest.raises(
+        npgrad.NpgradError,
+        match=r'"scipy::convolve2d": boundary=\'circular\'; expected "fill", "wrap" or "symm"',
+    ):
+        convolve2d(torch.ones(4, 4), torch.ones(2, 2), mode="same", boundary="circular")

@@ -89,3 +89,11 @@ def test_a_matrix_without_a_root_names_its_place_in_the_batch() -> None:
     with pytest.raises(npgrad.errors.InputError, match='input "a" has no square root') as info:
         sqrtm(batch)
     assert "in batch element (1,) of the batch dims (2,)" in info.value.__notes__
+
+
+def test_an_empty_batch_of_matrices() -> None:
+    a = torch.zeros(0, 3, 3, dtype=torch.float64, requires_grad=True)
+    out = sqrtm(a)
+    assert out.shape == (0, 3, 3)
+    (g,) = torch.autograd.grad(out.sum(), a)
+    assert g.shape == (0, 3, 3)

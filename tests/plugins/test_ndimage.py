@@ -54,3 +54,46 @@ def test_other_modes_and_negative_sigma_are_refused() -> None:
         gaussian_filter(torch.ones(4), 1.0, mode="grid-wrap")
     with pytest.raises(npgrad.NpgradError, match=r"has negative values; expected sigma >= 0"):
         gaussian_filter(torch.ones(4), -1.0)
+
+
+@pytest.mark.parametrize(
+    ("shape", "sigma", "order", "config"),
+    [
+        ((9, 8), (1.3, 0.7), (1, 2), {"mode": "constant", "cval": 0.7}),
+        ((9, 8, 5), [1.0, 2.0], (0, 1), {"mode": ("wrap", "nearest"), "radius": (2, 4),
+                                          "axes": (0, 2)}),
+        ((7,), 2.0, 3, {"mode": "mirror", "radius": 5}),
+        ((6, 6), [0.0, 1.0], 1, {"mode": "constant", "cval": -1.0}),
+        ((6, 6), 1.0, 0, {"mode": "constant", "cval": 2.0, "axes": (-1,)}),
+    ],
+    ids=["orders-cval", "per-axis-radius-axes", "third-derivative", "zero-sigma", "one-axis"],
+)  # fmt: skip
+def test_scipys_other_arguments_equal_scipy_to_second_order(shape, sigma, order, config) -> None:
+    x = np.random.default_rng(0).standard_normal(shape)
+    expected = scipy.ndimage.gaussian_filter(x, sigma, order, **config)
+    got = gaussian_filter(torch.from_numpy(x), sigma, order, **config)
+    np.testing.assert_allclose(got.numpy(), expected, atol=1e-12)
+    t = torch.from_numpy(x).requires_grad_()
+    assert torch.autograd.gradcheck(lambda a: gaussian_filter(a, sigma, order, **config), (t,))
+    assert torch.autograd.gradgradcheck(lambda a: gaussian_filter(a, sigma, order, **config), (t,))
+
+
+def test_sigma_by_keyword_as_scipy_spells_it_and_an_empty_batch() -> None:
+    x = torch.randn(8, 8, dtype=torch.float64)
+    expected = scipy.ndimage.gaussian_filter(x.numpy(), sigma=2.0)
+    np.testing.assert_allclose(gaussian_filter(x, sigma=2.0).numpy(), expected, atol=1e-12)
+    empty = torch.zeros(0, 8, 8, requires_grad=True)
+    out = gaussian_filter(empty, 1.0)
+    assert out.shape == (0, 8, 8)
+    (g,) = torch.autograd.grad(out.sum(), empty)
+    assert g.shape == (0, 8, 8)
+
+
+def test_a_keyword_scipy_has_and_npgrad_lacks_is_named() -> None:
+    with pytest.raises(
+        npgrad.errors.InputError,
+        match=r'"scipy::gaussian_filter": got an unexpected keyword argument \'output\'; expected '
+        r"the positional inputs \(x, sigma, order\), in order or by name, and keyword config "
+        r"\(axes, cval, mode, radius, truncate\)",
+    ):
+        gaussian_filter(torch.ones(4), 1.0, output=np.float32)

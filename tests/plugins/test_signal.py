@@ -54,3 +54,12 @@ def test_bad_coefficients_are_refused() -> None:
         lfilter(torch.ones(2), torch.tensor([0.0, 1.0]), torch.ones(5))
     with pytest.raises(npgrad.NpgradError, match=r"expected two non-empty 1-D coefficient vectors"):
         lfilter(torch.ones(2, 2), torch.ones(2), torch.ones(5))
+
+
+def test_initial_conditions_are_refused_naming_the_keyword() -> None:
+    with pytest.raises(
+        npgrad.errors.InputError,
+        match=r'"scipy::lfilter": got an unexpected keyword argument \'zi\'; expected the '
+        r"positional inputs \(b, a, x\), in order or by name, and keyword config \(axis\)",
+    ):
+        lfilter(torch.ones(2), torch.ones(1), torch.ones(5), zi=torch.zeros(1))

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import warnings
+
 import pytest
 import torch
 
 import npgrad
+from npgrad import _torch_internals as internals
 from npgrad_scipy.sparse import laplacian, spsolve
 
 
@@ -87,6 +90,7 @@ def test_every_order_through_the_same_factorisation() -> None:
     torch.testing.assert_close(tangent, torch.linalg.solve(a.to_dense(), t))
 
 
+@pytest.mark.skipif(not internals.ENABLED, reason="forward mode under torch.func")
 def test_forward_over_forward_is_exact_through_the_tensor_jvp() -> None:
     # The oracle is the inverse: torch.linalg.solve's own forward over forward is wrong in
     # torch 2.13 (it differs from its reverse mode by 0.08 on this matrix).
@@ -105,8 +109,32 @@ def test_forward_over_forward_is_exact_through_the_tensor_jvp() -> None:
         torch.testing.assert_close(got, expected, rtol=1e-10, atol=1e-12)
 
 
+@pytest.mark.skipif(not internals.ENABLED, reason="forward mode under torch.func")
 def test_forward_mode_with_a_constant_sparse_coo_matrix_under_torch_func() -> None:
     a = laplacian(3).to_dense().to_sparse()
     b, t = torch.randn(9, dtype=torch.float64), torch.randn(9, dtype=torch.float64)
     _, tangent = torch.func.jvp(lambda v: spsolve(a, v), (b,), (t,))
     torch.testing.assert_close(tangent, torch.linalg.solve(a.to_dense(), t))
+
+
+def test_a_right_hand_side_of_the_wrong_length_is_named() -> None:
+    with pytest.raises(
+        npgrad.errors.InputError,
+        match=r'"scipy::spsolve": input "b" has shape \(8,\); expected \(9,\) or \(9, k\)',
+    ):
+        spsolve(laplacian(3), torch.randn(8, dtype=torch.float64))
+
+
+def test_masked_gradcheck_and_no_sparse_notices_from_torch() -> None:
+    # gradcheck(masked=True) asks for gradients of undefined output gradients: None, not a
+    # zero CSR tensor torch cannot check; and npgrad's sparse tensors raise no notice.
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        a = laplacian(3).requires_grad_()
+        b = torch.randn(9, dtype=torch.float64, requires_grad=True)
+        assert torch.autograd.gradcheck(spsolve, (a, b), masked=True)
+        report = npgrad.check(spsolve, laplacian(3), torch.randn(9))
+    assert report.verdicts["gradcheck"] == "passed"
+    skipped = "skipped: torch.func takes no" if internals.ENABLED else "skipped: needs torch's"
+    assert report.verdicts["forward-over-forward"].startswith(skipped)
+    assert [str(w.message) for w in caught if "sparse" in str(w.message).lower()] == []
