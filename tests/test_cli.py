@@ -70,6 +70,8 @@ def test_check_all_passes_on_a_fresh_process() -> None:
     )
     assert done.returncode == 0, done.stdout + done.stderr
     assert " 0 failed" in done.stdout
+    # Progress lines only: no warning or traceback that is not the user's business.
+    assert [line for line in done.stderr.splitlines() if not line.startswith("[")] == []
 
 
 @pytest.mark.slow
@@ -78,3 +80,52 @@ def test_console_script_runs() -> None:
         [sys.executable, "-m", "npgrad.cli", "--help"], capture_output=True, text=True, check=True
     )
     assert "demo" in done.stdout
+
+
+def test_version(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as done:
+        main(["--version"])
+    assert done.value.code == 0
+    assert capsys.readouterr().out.strip() == f"npgrad {npgrad.__version__}"
+
+
+def test_check_suggests_the_namespaced_name(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["check", "kv"]) == 2
+    assert "did you mean 'scipy::kv'?" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["--steps", "-1"], "argument --steps: expected a whole number of steps >= 1, got '-1'"),
+        (["--picture", "no/such/folder/demo.png"], "the folder 'no/such/folder' does not exist"),
+        (["--picture", "demo.gif"], "expected a file name ending in one of .png, .pdf"),
+    ],
+    ids=["steps", "folder", "extension"],
+)
+def test_demo_arguments_are_refused_before_training(
+    capsys: pytest.CaptureFixture[str], argv: list[str], message: str
+) -> None:
+    try:
+        status = main(["demo", *argv])
+    except SystemExit as done:  # argparse's own refusal
+        status = done.code
+    assert status == 2
+    err = capsys.readouterr()
+    assert message in err.err
+    assert "Traceback" not in err.err
+    assert "Learning" not in err.out
+
+
+@pytest.mark.slow
+def test_demo_into_a_log_has_no_progress_redraws_nor_notices(tmp_path) -> None:
+    done = subprocess.run(
+        [sys.executable, "-m", "npgrad.cli", "demo", "--picture", str(tmp_path / "d.png")],
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "\r" not in done.stdout + done.stderr
+    assert done.stderr == ""
+    assert "at the first step" in done.stdout

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import numpy as np
 import torch
+from tqdm.auto import tqdm
 
 import npgrad
 from npgrad_scipy.conv import ScipyConv2d
@@ -52,7 +53,9 @@ def demo(steps: int = 300, seed: int = 0, picture: str | None = "demo.png") -> i
     optimizer = torch.optim.Adam(model.parameters(), lr=0.05)
     scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, steps)
     losses = []
-    for step in range(1, steps + 1):
+    # A bar in terminals and notebooks; nothing in a log (disable=None: not a terminal).
+    progress = tqdm(range(steps), desc="   learning", unit="step", disable=None, leave=False)
+    for _ in progress:
         image = torch.randn(32, 32)
         loss = torch.mean((model(image) - hidden(image)) ** 2)
         optimizer.zero_grad()
@@ -60,8 +63,9 @@ def demo(steps: int = 300, seed: int = 0, picture: str | None = "demo.png") -> i
         optimizer.step()
         scheduler.step()
         losses.append(loss.item())
-        _progress(step, steps, losses[-1])
-    print()
+        progress.set_postfix(loss=f"{losses[-1]:.3e}", refresh=False)
+    progress.close()
+    print(f"   loss {losses[0]:.3e} at the first step, {losses[-1]:.3e} at the last")
     error = max(
         (model.get_parameter(name) - hidden.get_parameter(name)).abs().max().item()
         for name in ("filter", "bias")
@@ -76,13 +80,6 @@ def demo(steps: int = 300, seed: int = 0, picture: str | None = "demo.png") -> i
         return 0
     print(f"   FAILED: expected an error below {_TOLERANCE:g}")
     return 1
-
-
-def _progress(step: int, steps: int, loss: float) -> None:
-    width = 30
-    done = width * step // steps
-    bar = "#" * done + "." * (width - done)
-    print(f"\r   [{bar}] step {step:4d}/{steps}  loss {loss:.3e}", end="", flush=True)
 
 
 def _draw(path: str, hidden: torch.Tensor, learned: torch.Tensor, losses: list[float]) -> None:

@@ -8,6 +8,8 @@ import sys
 import time
 import warnings
 from collections.abc import Sequence
+from importlib import metadata
+from pathlib import Path
 
 from npgrad._op import get, ops
 from npgrad.checking import check
@@ -24,6 +26,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="npgrad", description="NumPy/SciPy functions as differentiable PyTorch ops."
     )
+    parser.add_argument("--version", action="version", version=f"npgrad {_version()}")
     commands = parser.add_subparsers(dest="command", required=True)
     demo = commands.add_parser(
         "demo", help="walk through PyTorch's NumPy/SciPy extension tutorial with npgrad"
@@ -31,10 +34,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     demo.add_argument(
         "--plugin", default="scipy", help="the plugin whose demo to run (scipy, the default)"
     )
-    demo.add_argument("--steps", type=int, default=300, help="gradient-descent steps (300)")
+    demo.add_argument("--steps", type=_positive, default=300, help="gradient-descent steps (300)")
     demo.add_argument("--seed", type=int, default=0, help="random seed (0)")
     demo.add_argument(
-        "--picture", default="demo.png", help="picture to write, with matplotlib (demo.png)"
+        "--picture",
+        default="demo.png",
+        help=f"picture to write, with matplotlib: {', '.join(_PICTURES)} (demo.png)",
     )
     commands.add_parser("list", help="list the registered ops of every plugin")
     checker = commands.add_parser(
@@ -43,6 +48,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     checker.add_argument("names", nargs="*", metavar="NAME", help="ops to check (default: all)")
     args = parser.parse_args(argv)
     if args.command == "demo":
+        problem = _picture_problem(args.picture)
+        if problem is not None:
+            print(f"npgrad demo: --picture {args.picture}: {problem}", file=sys.stderr)
+            return 2
         try:
             plugin = load_plugin(args.plugin)
         except NpgradError as error:
@@ -67,6 +76,37 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"{len(failed_plugins())} plugin(s) failed to load: {', '.join(failed_plugins())}")
         return 1
     return status
+
+
+# What matplotlib writes without extra packages.
+_PICTURES = (".png", ".pdf", ".svg", ".jpg", ".jpeg", ".eps", ".ps", ".tif", ".tiff", ".webp")
+
+
+def _positive(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a whole number of steps >= 1, got {text!r}")
+    return value
+
+
+def _picture_problem(path: str) -> str | None:
+    """Say why the demo could not write its picture to ``path``, before it trains."""
+    picture = Path(path)
+    if picture.suffix.lower() not in _PICTURES:
+        return f"expected a file name ending in one of {', '.join(_PICTURES)}"
+    if not picture.parent.is_dir():
+        return f"the folder {str(picture.parent)!r} does not exist; create it first"
+    return None
+
+
+def _version() -> str:
+    try:
+        return metadata.version("npgrad")
+    except metadata.PackageNotFoundError:  # run from a source tree that is not installed
+        return "unknown"
 
 
 def list_ops() -> int:
