@@ -13,7 +13,7 @@
 from __future__ import annotations
 
 import inspect
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
@@ -29,7 +29,7 @@ from npgrad.errors import InputError
 
 # Bound once: Dynamo recognises the function itself and folds the call to True while tracing.
 _is_compiling = torch.compiler.is_compiling
-_is_tracing: Callable[[], bool] = torch.jit.is_tracing  # type: ignore[attr-defined]
+_is_tracing = internals.is_tracing
 _special_mode_active = internals.special_mode_active
 _Tensor = torch.Tensor
 _Parameter = torch.nn.Parameter

@@ -61,10 +61,15 @@ if ENABLED:
 
     is_legacy_batched: Callable[[Any], bool] = _functorch.is_legacy_batchedtensor
 
+    # Whether torch.jit.trace is tracing: torch.jit.is_tracing without its scripting check,
+    # a third of its cost on every call.
+    is_tracing: Callable[[], bool] = torch._C._is_tracing
+
 else:
     special_mode_active = _always
     transforms_active = _never_active
     is_legacy_batched = _never
+    is_tracing = torch.jit.is_tracing  # type: ignore[attr-defined]
 
 
 def apply_without_binding(function: type[torch.autograd.Function]) -> Callable[..., Any]:
