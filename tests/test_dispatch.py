@@ -15,8 +15,8 @@ def test_bad_positional_input_is_an_error(name: str) -> None:
     mul = make_mul(name)
     with pytest.raises(
         npgrad.NpgradError,
-        match=rf'npgrad op "{name}": positional input "w" \(position 1\) is a str; expected a real '
-        r"tensor, ndarray, number, tuple of numbers or None .*pass static config as a keyword "
+        match=rf'npgrad op "{name}": positional input "w" \(position 1\) is a str; expected a '
+        r"tensor, ndarray, number, tuple of numbers or None; pass static config as a keyword "
         r"argument",
     ):
         mul(torch.ones(2), "same")
@@ -210,7 +210,7 @@ def test_long_double_inputs_and_outputs_are_refused_naming_the_dtype(name: str) 
     with pytest.raises(
         npgrad.errors.OutputError,
         match=rf'"{name}_out": forward returned an array of dtype float128 .* at output 0, '
-        r"expected an ndarray of a real dtype; cast it with \.astype\(np\.float64\)",
+        r"expected an ndarray of a numeric dtype; cast it with \.astype\(np\.float64\)",
     ):
         widen(torch.ones(3))
 

@@ -14,8 +14,8 @@ import npgrad
     [
         (None, "a NoneType", "return the result"),
         ([1.0, 2.0], "a list", "return a tuple of ndarrays"),
-        (np.array([object()]), "an array of dtype object", "return real"),
-        (np.array(["a"]), "an array of dtype <U1", "return real"),
+        (np.array([object()]), "an array of dtype object", "return bool, integer"),
+        (np.array(["a"]), "an array of dtype <U1", "return bool, integer"),
     ],
     ids=["none", "list", "object", "string"],
 )
@@ -27,7 +27,7 @@ def test_forward_results_that_are_not_arrays_are_errors(name: str, result, got, 
     with pytest.raises(
         npgrad.NpgradError,
         match=rf'npgrad op "{name}": forward returned {got} at output 0, expected an ndarray of '
-        rf"a real dtype; {fix}",
+        rf"a numeric dtype; {fix}",
     ):
         bad(torch.ones(2))
 

@@ -1,5 +1,6 @@
-"""Hostile inputs: every dtype, shape and layout either works exactly like torch or raises an
-NpgradError; never a crash, never a silently wrong dtype."""
+"""Hostile inputs: every dtype, shape and layout (conj and neg views included), real, complex
+and mixed, either works exactly like torch or raises an NpgradError; never a crash, never a
+silently wrong dtype."""
 
 from __future__ import annotations
 
@@ -19,7 +20,8 @@ def fma(x, w):
 
 @fma.backward
 def _(g, x, w):
-    return g * w, g * x
+    # torch's convention: the gradient of z is dL/dz*, the output's gradient times conj(dy/dz).
+    return g * np.conj(w), g * np.conj(x)
 
 
 DTYPES = [
@@ -33,7 +35,8 @@ DTYPES = [
     torch.complex64,
     torch.complex128,
 ]
-LAYOUTS = ["contiguous", "transposed", "strided", "expanded"]
+# "conj": a lazily conjugated complex view; "neg": a lazily negated real view (conj().imag).
+LAYOUTS = ["contiguous", "transposed", "strided", "expanded", "conj", "neg"]
 
 
 def make(shape: tuple[int, ...], dtype: torch.dtype, layout: str, seed: int) -> torch.Tensor:
@@ -47,7 +50,13 @@ def make(shape: tuple[int, ...], dtype: torch.dtype, layout: str, seed: int) -> 
         tensor = (base[..., 0] * 5).to(dtype)
     else:
         tensor = base[..., 0].to(dtype)
-    if layout == "transposed" and tensor.dim() >= 2:
+    if layout == "conj" and dtype.is_complex:
+        tensor = tensor.conj_physical().conj()  # the same values, behind a conj bit
+        assert tensor.is_conj()
+    elif layout == "neg" and dtype in (torch.float32, torch.float64):
+        tensor = torch.complex(torch.zeros_like(tensor), -tensor).conj().imag
+        assert tensor.is_neg()
+    elif layout == "transposed" and tensor.dim() >= 2:
         tensor = tensor.transpose(0, 1).contiguous().transpose(0, 1)
     elif layout == "strided" and tensor.dim() >= 1:
         tensor = torch.cat([tensor, tensor], dim=-1)[..., ::2]
@@ -72,11 +81,7 @@ shapes = st.sampled_from([(), (0,), (1,), (3,), (2, 3), (1, 4), (3, 1), (2, 0), 
 def test_values_dtypes_and_gradients_match_torch(shape, dx, dw, lx, lw, grad, seed) -> None:
     x = make(shape, dx, lx, seed)
     w = make(shape, dw, lw, seed + 1)
-    if dx.is_complex or dw.is_complex:
-        with pytest.raises(npgrad.NpgradError, match="complex"):
-            fma(x, w)
-        return
-    differentiable = [t for t in (x, w) if t.is_floating_point()]
+    differentiable = [t for t in (x, w) if t.is_floating_point() or t.is_complex()]
     if grad:
         for t in differentiable:
             t.requires_grad_()
@@ -88,8 +93,9 @@ def test_values_dtypes_and_gradients_match_torch(shape, dx, dw, lx, lw, grad, se
     loose = {"atol": 1e-2, "rtol": 1e-2} if theirs.dtype in (torch.float16, torch.bfloat16) else {}
     torch.testing.assert_close(ours, theirs, **loose)
     if grad and differentiable and ours.numel():
-        expected = torch.autograd.grad(theirs.sum(), differentiable)
-        got = torch.autograd.grad(ours.sum(), differentiable)
+        # A real loss that depends on a complex output's real and imaginary parts alike.
+        expected = torch.autograd.grad(theirs.abs().pow(2).sum(), differentiable)
+        got = torch.autograd.grad(ours.abs().pow(2).sum(), differentiable)
         for g, e in zip(got, expected, strict=True):
             assert g.dtype == e.dtype
             torch.testing.assert_close(g, e, **loose)

@@ -7,8 +7,10 @@ Design requirements, one place each:
   non-native byte order).
 - safety: user code sees read-only views, so a forward cannot write into a caller's tensor; a
   result that is a view of an input is therefore read-only too, and is copied on the way back.
-- dtype: float16 and bfloat16 are computed in float32; floating results take the promotion of the
-  floating inputs; integer and bool results keep their dtype; complex values are refused.
+- dtype: float16 and bfloat16 are computed in float32 (complex32 in complex64); floating and
+  complex results take the promotion of the floating and complex inputs, as torch promotes,
+  real results of complex inputs its real counterpart; integer and bool results keep their
+  dtype. A complex gradient of a real input is its real part, as torch's own ops give it.
 - device: NumPy runs on the CPU; results and gradients go back to the inputs' device.
 - gradients: one policy for NumPy and tensor backwards alike (`gradient_for`): a gradient shaped
   like a broadcast of its input is summed down to the input's shape, any other shape is an error;
@@ -28,8 +30,13 @@ import torch
 
 from npgrad.errors import GradientError
 
-# NumPy has no bfloat16 and SciPy rarely accepts float16: both are computed in float32.
-_COMPUTE_DTYPE = {torch.float16: torch.float32, torch.bfloat16: torch.float32}
+# NumPy has no bfloat16 nor complex32, and SciPy rarely accepts float16: computed in float32
+# (complex64).
+_COMPUTE_DTYPE = {
+    torch.float16: torch.float32,
+    torch.bfloat16: torch.float32,
+    torch.complex32: torch.complex64,
+}
 _STRIDED = torch.strided
 
 Array = np.ndarray[Any, Any]
@@ -143,22 +150,29 @@ def to_numpy_all(tensors: Sequence[torch.Tensor]) -> list[Any]:
     return arrays
 
 
+def differentiable(dtype: torch.dtype) -> bool:
+    """Whether values of ``dtype`` have gradients: floating and complex ones."""
+    return dtype.is_floating_point or dtype.is_complex
+
+
 def floating_result_dtype(tensors: Sequence[torch.Tensor]) -> torch.dtype:
-    """Return the floating dtype torch would give an op on ``tensors``.
+    """Return the floating (or complex) dtype torch would give an op on ``tensors``.
 
     Dimensioned tensors take precedence over 0-dim ones, as in torch's own type promotion; with
-    no floating tensor at all, the result is torch's default dtype (as ``torch.sqrt`` of an int).
+    no floating or complex tensor at all, the result is torch's default dtype (as
+    ``torch.sqrt`` of an int). A float32 and a complex64 give complex64; a float64 and a
+    complex64, complex128.
     """
     dtypes = {tensor.dtype for tensor in tensors}
     if len(dtypes) == 1:
         (only,) = dtypes
-        if only.is_floating_point:
+        if differentiable(only):
             return only
     dimensioned: torch.dtype | None = None
     scalar: torch.dtype | None = None
     for tensor in tensors:
         dtype = tensor.dtype
-        if not dtype.is_floating_point:
+        if not differentiable(dtype):
             continue
         if tensor.dim():
             dimensioned = dtype if dimensioned is None else torch.promote_types(dimensioned, dtype)
@@ -176,12 +190,10 @@ def array_problem(value: object) -> str | None:
     if not isinstance(value, np.ndarray):
         return f"a {type(value).__name__}"
     kind = value.dtype.kind
-    if kind == "f" and value.dtype.itemsize > 8:
+    if (kind == "f" and value.dtype.itemsize > 8) or (kind == "c" and value.dtype.itemsize > 16):
         return f"an array of dtype {value.dtype} (long double: torch has no such dtype)"
-    if kind in "biuf":
+    if kind in "biufc":
         return None
-    if kind == "c":
-        return f"a complex array (dtype {value.dtype})"
     return f"an array of dtype {value.dtype}"
 
 
@@ -294,6 +306,8 @@ def gradient_for(
     if input.layout is not _STRIDED:
         return sparse_gradient(value, input)
     reduced = gradient_array(value, tuple(input.shape), position, op)
+    if reduced.dtype.kind == "c" and not input.is_complex():
+        reduced = reduced.real  # a real input's gradient: torch's convention takes this part
     # Off the CPU, a 0-dim CPU input beside device tensors keeps its gradient on the CPU.
     gradient = to_tensor(reduced, input.dtype, None if device is None else input.device)
     return gradient if input.is_contiguous() else _laid_out_like(gradient, input)
@@ -317,8 +331,10 @@ def gradient_array(
 
 
 def _tensor_gradient(value: torch.Tensor, input: torch.Tensor, where: Where) -> torch.Tensor:
-    if value.is_complex():
-        raise _kind_error(where, f"a tensor of dtype {value.dtype}", "a real tensor")
+    if not differentiable(value.dtype):
+        raise _kind_error(where, f"a tensor of dtype {value.dtype}", "a floating tensor")
+    if value.is_complex() and not input.is_complex():
+        value = value.real  # a real input's gradient: torch's convention takes this part
     if input.layout is not _STRIDED:
         if value.layout is _STRIDED:
             value = value.sparse_mask(input.coalesce() if input.is_sparse else input)

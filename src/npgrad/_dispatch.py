@@ -35,7 +35,7 @@ _Tensor = torch.Tensor
 _Parameter = torch.nn.Parameter
 _PLAIN_TENSORS = (_Tensor, _Parameter)
 # Positional inputs passed through as they are: numbers, and None for an absent optional input.
-_NUMBERS = (bool, int, float, np.bool_, np.integer, np.floating)
+_NUMBERS = (bool, int, float, complex, np.bool_, np.integer, np.floating, np.complexfloating)
 _CONSTANTS = (*_NUMBERS, type(None))
 
 
@@ -153,7 +153,9 @@ def call(core: Core, inputs: tuple[Any, ...], config: dict[str, Any]) -> Any:
         if value.requires_grad:
             needs_graph = True
     if dtype is None or not dtype.is_floating_point:
-        return _call_general(core, inputs, config)
+        if dtype is None or not dtype.is_complex:
+            return _call_general(core, inputs, config)
+        dtype = dtype.to_real()  # a Call holds the real dtype; complex results take its twin
     state = Call(rules, config, dtype, None if inputs[0].is_cpu else device, len(inputs))
     if needs_graph and not _special_mode_active() and torch.is_grad_enabled():
         return core._apply(state, *inputs)  # the common case, without _route's checks
@@ -202,8 +204,6 @@ def _call_general(core: Core, inputs: tuple[Any, ...], config: dict[str, Any]) -
             continue
         else:
             raise _input_error(rules, i, value)
-        if tensor.is_complex():
-            raise _input_error(rules, i, value)
         if tensor.requires_grad:
             needs_graph = True
         constants[i] = None
@@ -215,7 +215,7 @@ def _call_general(core: Core, inputs: tuple[Any, ...], config: dict[str, Any]) -
     state = Call(
         rules,
         config,
-        floating_result_dtype(data or tensors),
+        floating_result_dtype(data or tensors).to_real(),
         None if device.type == "cpu" else device,
         len(inputs),
         slots,
@@ -241,14 +241,7 @@ def _common_device(rules: Rules, tensors: list[torch.Tensor]) -> torch.device:
 
 def _input_error(rules: Rules, position: int, value: Any) -> InputError:
     name = rules.input_name(position)
-    if isinstance(value, torch.Tensor) and value.is_complex():
-        got = f"a complex tensor (dtype {value.dtype})"
-    elif isinstance(value, (complex, np.complexfloating)) or (
-        isinstance(value, np.ndarray) and value.dtype.kind == "c"
-    ):
-        got = f"a complex value ({type(value).__name__})"
-    else:
-        got = array_problem(value) or type(value).__name__
+    got = array_problem(value) or type(value).__name__
     fix = (
         "cast it with .astype(np.float64)"
         if "long double" in got
@@ -256,8 +249,7 @@ def _input_error(rules: Rules, position: int, value: Any) -> InputError:
     )
     return InputError(
         f'npgrad op "{rules.name}": positional input "{name}" (position {position}) is {got}; '
-        f"expected a real tensor, ndarray, number, tuple of numbers or None (complex values "
-        f"are not supported: pass real and imaginary parts as separate inputs); {fix}"
+        f"expected a tensor, ndarray, number, tuple of numbers or None; {fix}"
     )
 
 

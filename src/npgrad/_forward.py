@@ -13,7 +13,14 @@ import numpy as np
 import torch
 
 from npgrad import _batch
-from npgrad._convert import array_problem, as_array, to_numpy, to_numpy_all, to_tensor
+from npgrad._convert import (
+    array_problem,
+    as_array,
+    differentiable,
+    to_numpy,
+    to_numpy_all,
+    to_tensor,
+)
 from npgrad._rules import Rules
 from npgrad.errors import InputError, NonFiniteError, OutputError
 
@@ -205,7 +212,7 @@ def check_finite(rules: Rules, tensor: torch.Tensor | None, what: str) -> None:
     Only real values are checked: fake tensors (a trace, which AOTAutograd runs in anomaly
     mode) and batched ones have none to read.
     """
-    if type(tensor) is not torch.Tensor or not tensor.is_floating_point():
+    if type(tensor) is not torch.Tensor or not differentiable(tensor.dtype):
         return
     finite = torch.isfinite(tensor)
     try:
@@ -249,18 +256,19 @@ def _output(rules: Rules, index: int, value: Any, state: Call) -> torch.Tensor:
             "a list": "return a tuple of ndarrays for several outputs, or np.asarray(...) for one",
         }.get(
             problem,
-            "cast it with .astype(np.float64)"
+            "cast it with .astype(np.float64) (np.complex128 if complex)"
             if "long double" in problem
-            else "return real (bool, integer or floating) ndarrays; split complex "
-            "results into real and imaginary parts",
+            else "return bool, integer, floating or complex ndarrays",
         )
         owner, what = _owner(rules)
         raise OutputError(
             f'npgrad op "{owner.name}": {what} returned {problem} at output {index}, expected '
-            f"an ndarray of a real dtype; {fix}"
+            f"an ndarray of a numeric dtype; {fix}"
         )
     assert isinstance(value, np.ndarray)
-    dtype = state.dtype if value.dtype.kind == "f" else None
+    kind = value.dtype.kind
+    # state.dtype is the real dtype of the promotion: complex results take its complex twin.
+    dtype = state.dtype if kind == "f" else state.dtype.to_complex() if kind == "c" else None
     return to_tensor(value, dtype, state.device)
 
 

@@ -19,7 +19,7 @@ from typing import Any
 import torch
 
 from npgrad import _torch_internals as internals
-from npgrad._convert import to_numpy_all
+from npgrad._convert import differentiable, to_numpy_all
 from npgrad._forward import Call, run_forward
 from npgrad._gradients import (
     companion_gradients,
@@ -114,7 +114,7 @@ def _save(ctx: Any, state: Call, args: tuple[Any, ...], output: Any, forward_mod
         # The common case: one output, every input a tensor, nothing else to keep.
         ctx.set_materialize_grads(False)
         ctx.save_for_backward(*args)
-        if not output.is_floating_point():
+        if not differentiable(output.dtype):
             ctx.mark_non_differentiable(output)
         return
     state.single = not isinstance(output, tuple)
@@ -137,7 +137,7 @@ def _save(ctx: Any, state: Call, args: tuple[Any, ...], output: Any, forward_mod
             ctx.save_for_forward(*inputs, *outputs)  # forward mode from the tensor backward
         elif jvp is not None:
             ctx.save_for_forward(*inputs, *(outputs if "outputs" in jvp.takes else ()))
-    frozen = [t for t in outputs if not t.is_floating_point()]
+    frozen = [t for t in outputs if not differentiable(t.dtype)]
     if frozen:
         ctx.mark_non_differentiable(*frozen)
 

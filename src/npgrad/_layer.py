@@ -77,7 +77,9 @@ class Layer(nn.Module):
                 f"buffer), or a number or tuple of numbers (held as a constant)"
             )
         position = self.op._rules.input_names.index(name)
-        if value.is_floating_point() and position not in self.op._rules.nondifferentiable:
+        if (value.is_floating_point() or value.is_complex()) and (
+            position not in self.op._rules.nondifferentiable
+        ):
             self.register_parameter(name, nn.Parameter(value))
         else:
             self.register_buffer(name, value)

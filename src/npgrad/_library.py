@@ -20,11 +20,11 @@ from typing import Any
 
 import torch
 
-from npgrad._convert import floating_result_dtype
+from npgrad._convert import differentiable, floating_result_dtype
 from npgrad._forward import Call
 from npgrad._gradients import companion_gradients, missing_backward, tensor_gradients
 from npgrad._rules import COMPANION_KEYWORDS, Rules, Runtime
-from npgrad.errors import InputError
+from npgrad.errors import InputError, OutputError
 
 _libraries: dict[str, torch.library.Library] = {}
 
@@ -90,7 +90,9 @@ def register(core: Runtime) -> str | None:
     def kernel(*args: Any, **config: Any) -> list[torch.Tensor]:
         inputs = tuple(args[0]) if _variadic(rules) else args
         with torch.no_grad():
-            return _as_list(core(*inputs, **_from_schema(config, rules)))
+            outputs = _as_list(core(*inputs, **_from_schema(config, rules)))
+        _check_traced_dtypes(rules, inputs, outputs)
+        return outputs
 
     for key in ("CPU", "CUDA"):
         library.impl(rules.opname, kernel, key)  # type: ignore[no-untyped-call]
@@ -99,6 +101,26 @@ def register(core: Runtime) -> str | None:
         rules.name, _backward(core), setup_context=_setup_context(core), lib=library
     )
     return None
+
+
+def _check_traced_dtypes(rules: Rules, inputs: Any, outputs: list[torch.Tensor]) -> None:
+    """Refuse results whose dtype the fake implementation could not have foreseen.
+
+    A trace knows an output's dtype only from the inputs' promotion: a real result of
+    complex inputs (an absolute value) would leave the trace with the wrong dtype.
+    """
+    tensors = [a for a in inputs if isinstance(a, torch.Tensor)]
+    if not any(t.is_complex() for t in tensors):
+        return
+    expected = floating_result_dtype(tensors)
+    for k, output in enumerate(outputs):
+        if differentiable(output.dtype) and output.dtype != expected:
+            raise OutputError(
+                f'npgrad op "{(rules.parent or rules).name}": as a custom op (torch.compile, '
+                f"torch.export, torch.ops) its outputs take the promoted dtype of its inputs, "
+                f"{expected}, but output {k} is {output.dtype}; return complex values (e.g. "
+                f"np.abs(z) + 0j), or call the op outside the compiled code"
+            )
 
 
 def traceable(core: Runtime) -> bool:

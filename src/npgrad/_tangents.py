@@ -17,6 +17,7 @@ import torch
 
 from npgrad import _torch_internals as internals
 from npgrad._calls import call_rule
+from npgrad._convert import differentiable
 from npgrad._forward import Call, add_note
 from npgrad._gradients import (
     none_for_a_tangent,
@@ -53,7 +54,7 @@ def tangents(
         else tangent
         for tangent, value in zip(tangents, inputs, strict=True)
     ]
-    differentiable = tuple(dtype.is_floating_point for _, dtype, _ in state.output_meta)
+    floating = tuple(differentiable(dtype) for _, dtype, _ in state.output_meta)
     with internals.jvp_rule_scope([*inputs, *held], filled) as stripped:
         if stripped is not None:
             values, filled = stripped
@@ -71,7 +72,7 @@ def tangents(
                 **state.config,
                 input_count=len(inputs),
                 single_output=state.single,
-                differentiable=differentiable,
+                differentiable=floating,
                 residuals=state.residuals,
             )
     return _as_tangents(rules, state, result)
@@ -82,7 +83,7 @@ def _as_tangents(rules: Rules, state: Call, result: Any) -> Any:
     got = (result,) if state.single else tuple(result)
     checked: list[torch.Tensor | None] = []
     for k, (tangent, (shape, dtype, _)) in enumerate(zip(got, state.output_meta, strict=True)):
-        if not dtype.is_floating_point:
+        if not differentiable(dtype):
             checked.append(None)  # torch wants None for a non-differentiable output
             continue
         if tuple(tangent.shape) != shape:
@@ -131,7 +132,7 @@ def _tensor_jvp(
     if len(got) != len(state.output_meta):
         raise wrong_tangent_count(rules, len(got), len(state.output_meta))
     for k, (tangent, (_, dtype, _)) in enumerate(zip(got, state.output_meta, strict=True)):
-        if tangent is None and dtype.is_floating_point:
+        if tangent is None and differentiable(dtype):
             raise none_for_a_tangent(rules, k)
     return got[0] if state.single else got
 
@@ -158,11 +159,11 @@ def _transposed_backward(
     rules = state.rules
     outputs = saved_outputs(held, state.single)
     needs = [
-        given[i] and isinstance(value, torch.Tensor) and value.is_floating_point()
+        given[i] and isinstance(value, torch.Tensor) and differentiable(value.dtype)
         for i, value in enumerate(inputs)
     ]
     positions = [i for i, need in enumerate(needs) if need]
-    floating = [k for k, output in enumerate(held) if output.is_floating_point()]
+    floating = [k for k, output in enumerate(held) if differentiable(output.dtype)]
 
     def backward(*float_grads: torch.Tensor) -> tuple[torch.Tensor, ...]:
         grads = [torch.zeros_like(output) for output in held]

@@ -13,6 +13,7 @@ import numpy as np
 import torch
 
 from npgrad import _torch_internals as internals
+from npgrad._convert import differentiable
 from npgrad._op import Op
 from npgrad.errors import CheckError, NpgradError
 
@@ -80,14 +81,14 @@ def check(op: Op, *inputs: Any, **config: Any) -> CheckReport:
     }
     report = CheckReport(op.name)
     start = time.perf_counter()
-    differentiable = _differentiable_positions(op, inputs)
+    positions_with_grad = _differentiable_positions(op, inputs)
 
     def run(*args: Any) -> Any:
         return op(*args, **config)
 
     outputs = _stage(op, "finite", lambda: run(*_copies(inputs, torch.float64, ())))
     for index, output in enumerate(_as_tuple(outputs)):
-        if output.is_floating_point() and not bool(torch.isfinite(output).all()):
+        if differentiable(output.dtype) and not bool(torch.isfinite(output).all()):
             raise CheckError(
                 f'npgrad.check of op "{op.name}": output {index} has NaN or Inf values on the '
                 f"example inputs; expected finite values; choose inputs inside the op's domain "
@@ -96,12 +97,12 @@ def check(op: Op, *inputs: Any, **config: Any) -> CheckReport:
     report.verdicts["finite"] = "passed"
 
     rules = op._rules
-    if not differentiable:
+    if not positions_with_grad:
         why = "no backward" if not rules.has_backward else "no floating input"
         for stage in ("gradcheck", "gradgradcheck", "forward", "forward-over-forward"):
             report.verdicts[stage] = f"skipped: {why}"
     else:
-        double = _copies(inputs, torch.float64, differentiable)
+        double = _copies(inputs, torch.float64, positions_with_grad)
         checks: dict[str, Callable[..., bool]] = {"gradcheck": torch.autograd.gradcheck}
         if rules.tensor_backward is not None:
             checks["gradgradcheck"] = torch.autograd.gradgradcheck
@@ -122,11 +123,11 @@ def check(op: Op, *inputs: Any, **config: Any) -> CheckReport:
         # torch cannot compare sparse gradients with zero in its undefined-gradient test.
         masked = {"masked": True, "check_undefined_grad": False} if sparse else {}
         for stage, checker in checks.items():
-            given, positions = double, differentiable
+            given, positions = double, positions_with_grad
             if stage != "gradcheck" and sparse:
                 # torch's gradgradcheck takes no sparse gradients, nor its forward-mode check
                 # sparse tangents: there, the sparse inputs are constants.
-                positions = tuple(i for i in differentiable if not _is_sparse(double[i]))
+                positions = tuple(i for i in positions_with_grad if not _is_sparse(double[i]))
                 given = _copies(inputs, torch.float64, positions)
             _stage(
                 op,
@@ -157,8 +158,8 @@ def check(op: Op, *inputs: Any, **config: Any) -> CheckReport:
             else "skipped: the jvp is NumPy, differentiable once",
         )
 
-    single = _copies(inputs, torch.float32, differentiable)
-    _check_float32(op, run, single, differentiable)
+    single = _copies(inputs, torch.float32, positions_with_grad)
+    _check_float32(op, run, single, positions_with_grad)
     report.verdicts["dtype"] = "passed"
     report.seconds = time.perf_counter() - start
     return report
@@ -202,7 +203,7 @@ def _check_forward_over_forward(
     above = _as_tuple(first(*(x + eps * d for x, d in zip(at, s, strict=True))))
     below = _as_tuple(first(*(x - eps * d for x, d in zip(at, s, strict=True))))
     for k, (exact, up, down) in enumerate(zip(analytic, above, below, strict=True)):
-        if not exact.is_floating_point():
+        if not differentiable(exact.dtype):
             continue
         numeric = (up - down) / (2 * eps)
         if not torch.allclose(exact, numeric, rtol=rtol, atol=atol):
@@ -224,8 +225,8 @@ def _differentiable_positions(op: Op, inputs: tuple[Any, ...]) -> tuple[int, ...
         return ()
     positions = []
     for i, value in enumerate(inputs):
-        floating = (isinstance(value, torch.Tensor) and value.is_floating_point()) or (
-            isinstance(value, np.ndarray) and value.dtype.kind == "f"
+        floating = (isinstance(value, torch.Tensor) and differentiable(value.dtype)) or (
+            isinstance(value, np.ndarray) and value.dtype.kind in "fc"
         )
         if floating and (rules.backward_kind != "vjp" or i in rules.vjps):
             positions.append(i)
@@ -237,8 +238,10 @@ def _copies(inputs: tuple[Any, ...], dtype: torch.dtype, grad: tuple[int, ...]) 
     for i, value in enumerate(inputs):
         if isinstance(value, np.ndarray):
             value = torch.from_numpy(value.copy())
-        if isinstance(value, torch.Tensor) and value.is_floating_point():
-            value = value.detach().to(dtype=dtype, copy=True).requires_grad_(i in grad)
+        if isinstance(value, torch.Tensor) and differentiable(value.dtype):
+            # Complex inputs stay complex, at the same precision as the real ones.
+            target = dtype.to_complex() if value.is_complex() else dtype
+            value = value.detach().to(dtype=target, copy=True).requires_grad_(i in grad)
         copies.append(value)
     return tuple(copies)
 
@@ -246,22 +249,25 @@ def _copies(inputs: tuple[Any, ...], dtype: torch.dtype, grad: tuple[int, ...]) 
 def _check_float32(op: Op, run: Any, inputs: tuple[Any, ...], grad: tuple[int, ...]) -> None:
     outputs = _as_tuple(_stage(op, "dtype", lambda: run(*inputs)))
     for index, output in enumerate(outputs):
-        if output.is_floating_point() and output.dtype != torch.float32:
+        if differentiable(output.dtype) and output.dtype.to_real() != torch.float32:
             raise CheckError(
                 f'npgrad.check of op "{op.name}": a float32 call gave output {index} of dtype '
-                f"{output.dtype}; expected torch.float32 (the promotion of the inputs)"
+                f"{output.dtype}; expected torch.float32 (complex64 for a complex output), the "
+                f"promotion of the inputs"
             )
-    differentiable = [o for o in outputs if o.requires_grad]
-    if not grad or not differentiable:
+    needing = [o for o in outputs if o.requires_grad]
+    if not grad or not needing:
         return
     wrt = [inputs[i] for i in grad]
-    total = torch.stack([o.sum() for o in differentiable]).sum()
+    # A real loss: the sum of each output's real part (its values, for a real output).
+    total = torch.stack([torch.real(o).sum() for o in needing]).sum()
     gradients = _stage(op, "dtype", lambda: torch.autograd.grad(total, wrt, allow_unused=True))
     for i, gradient in zip(grad, gradients, strict=True):
-        if gradient is not None and gradient.dtype != torch.float32:
+        if gradient is not None and gradient.dtype != inputs[i].dtype:
             raise CheckError(
                 f'npgrad.check of op "{op.name}": a float32 call gave the gradient of input '
-                f'"{op._rules.input_name(i)}" dtype {gradient.dtype}; expected torch.float32'
+                f'"{op._rules.input_name(i)}" dtype {gradient.dtype}; expected its input\'s, '
+                f"{inputs[i].dtype}"
             )
 
 
