@@ -359,8 +359,15 @@ def _fft(xp: Array, w: Array) -> Array:
     shape = _fft_size(spatial)
     axes = tuple(range(2, xp.ndim))
     workers = _fft_workers(b * c * math.prod(shape))
-    x_hat = scipy.fft.rfftn(xp, s=shape, axes=axes, workers=workers)
-    w_hat = scipy.fft.rfftn(w, s=shape, axes=axes, workers=workers)
+    complex_values = xp.dtype.kind == "c"
+    if complex_values:
+        # Full transforms; the kernel enters as conj(FFT(conj(w))), so that the product below
+        # correlates with w itself, not its conjugate.
+        x_hat = scipy.fft.fftn(xp, s=shape, axes=axes, workers=workers)
+        w_hat = scipy.fft.fftn(np.conj(w), s=shape, axes=axes, workers=workers)
+    else:
+        x_hat = scipy.fft.rfftn(xp, s=shape, axes=axes, workers=workers)
+        w_hat = scipy.fft.rfftn(w, s=shape, axes=axes, workers=workers)
     product = np.empty((b, o, *x_hat.shape[2:]), dtype=x_hat.dtype)
 
     def multiply(rows: slice) -> None:
@@ -379,7 +386,8 @@ def _fft(xp: Array, w: Array) -> Array:
     height = x_hat.shape[2]
     step = -(-height // _fft_workers(b * o * c * x_hat[0, 0].size))
     npgrad.parallel_map(multiply, [slice(r, r + step) for r in range(0, height, step)])
-    result: Array = scipy.fft.irfftn(product, s=shape, axes=axes, workers=workers)
+    inverse = scipy.fft.ifftn if complex_values else scipy.fft.irfftn
+    result: Array = inverse(product, s=shape, axes=axes, workers=workers)
     cropped = result[(slice(None), slice(None), *(slice(0, n) for n in out))]
     return np.ascontiguousarray(cropped, dtype=xp.dtype)
 

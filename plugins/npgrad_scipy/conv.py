@@ -116,15 +116,17 @@ def correlate_channels_gradients(
     if needs_input_grad[0]:
         kernel = w.shape[2:]
         full = tuple(kernel[d] - 1 - padding[2 * d + side] for d in range(dims) for side in (0, 1))
+        # Complex values: the gradient of z is dL/dz*, so the other factor enters conjugated
+        # (a no-op for real tensors).
         grad_x = correlate_channels(
             grad,
-            w.flip(tuple(range(2, 2 + dims))).transpose(0, 1),
+            w.conj().flip(tuple(range(2, 2 + dims))).transpose(0, 1),
             padding=full,
             method=method,
         )
     if needs_input_grad[1]:
         grad_w = correlate_channels(
-            x.transpose(0, 1), grad.transpose(0, 1), padding=padding, method=method
+            x.conj().transpose(0, 1), grad.transpose(0, 1), padding=padding, method=method
         ).transpose(0, 1)
     return grad_x, grad_w
 
@@ -322,6 +324,8 @@ def _extended_forward(
             f'npgrad op "{name}": got inputs of shapes {x.shape} and {w.shape}; expected a 2-D '
             f"kernel w (kh, kw) and x (..., H, W)"
         )
+    if not convolve and w.dtype.kind == "c":
+        w = np.conj(w)  # SciPy's correlation conjugates its second input
     rows, cols = _extensions(x.shape[-2:], w.shape, mode, boundary, convolve)
     extended = np.take(np.take(x, np.maximum(rows, 0), axis=-2), np.maximum(cols, 0), axis=-1)
     if boundary == "fill":
@@ -390,6 +394,12 @@ def _single(
         )
     dims = w.ndim
     image = x.shape[x.ndim - dims :]
+    if _conjugated_swap(x, w, mode, convolve, two):
+        # scipy.signal.correlate2d, swapping its inputs, conjugates the other one (x): the
+        # conjugate of what scipy.signal.correlate gives.
+        return np.conj(_single(x, w, mode, method, name, convolve=False, two=False))
+    if not convolve and w.dtype.kind == "c":
+        w = np.conj(w)  # SciPy's correlation conjugates its second input
     kernel = w[(slice(None, None, -1),) * dims] if convolve else w
     if _swapped(image, w.shape, mode):
         # SciPy's valid mode with the kernel larger in every dim: the two swap (convolution
@@ -407,6 +417,14 @@ def _single(
     images = x.reshape(-1, 1, *image)
     out = correlate(_pad(images, padding), kernel[None, None], method)
     return out.reshape(*x.shape[: x.ndim - dims], *out.shape[2:])
+
+
+def _conjugated_swap(x: Any, w: Any, mode: str, convolve: bool, two: bool) -> bool:
+    """Whether this is correlate2d's swapped "valid" case with complex values (see `_single`)."""
+    complex_values = x.dtype.is_complex if isinstance(x, torch.Tensor) else x.dtype.kind == "c"
+    complex_values |= w.dtype.is_complex if isinstance(w, torch.Tensor) else w.dtype.kind == "c"
+    image = tuple(x.shape[len(x.shape) - len(w.shape) :])
+    return two and not convolve and complex_values and _swapped(image, tuple(w.shape), mode)
 
 
 def _swapped(image: Sequence[int], kernel: Sequence[int], mode: str) -> bool:
@@ -428,40 +446,56 @@ def _single_kernel_backward(convolve: bool, two: bool) -> Any:
         needs_input_grad: tuple[bool, ...],
     ) -> tuple[torch.Tensor | None, torch.Tensor | None]:
         needs = (needs_input_grad[0], needs_input_grad[1])
-        if two and _bounded(mode, boundary, fillvalue, ""):
-            return _extended_backward(
-                grad, x, w, mode, method, boundary, fillvalue, convolve, needs
+        two_dims = two
+        if _conjugated_swap(x, w, mode, convolve, two):
+            # The forward is conj(correlate(x, w)): the gradient of its inside is conj(grad).
+            grad, two_dims = grad.conj(), False
+        if not convolve:
+            # The forward correlates with conj(w): the gradient of w is the conjugate of that
+            # kernel's (the identity for real tensors).
+            grad_x, grad_conj = _kernel_gradients(
+                grad, x, w.conj(), mode, method, boundary, fillvalue, needs, two_dims, False
             )
-        dims = w.dim()
-        image = tuple(x.shape[x.dim() - dims :])
-        axes = tuple(range(dims))
-        if _swapped(image, tuple(w.shape), mode):
-            # As the forward: the kernel is the input, the images the kernels.
-            images = x.reshape(-1, 1, *image)
-            kernels = images.flip(tuple(range(2, 2 + dims))) if convolve else images
-            grads = grad.reshape(-1, *grad.shape[grad.dim() - dims :])[None]
-            if not convolve:
-                grads = grads.flip(tuple(range(2, 2 + dims)))
-            grad_w, grad_kernels = correlate_channels_backward(
-                grads, w[None, None], kernels, (0,) * (2 * dims), method,
-                (needs_input_grad[1], needs_input_grad[0]),
-            )  # fmt: skip
-            grad_x = grad_kernel_to_images(grad_kernels, convolve, dims, x.shape)
-            return grad_x, (None if grad_w is None else grad_w[0, 0])
-        padding = _padding(mode, tuple(w.shape), convolve=convolve or not two)
-        kernel = (w.flip(axes) if convolve else w)[None, None]
-        images = x.reshape(-1, 1, *image)
-        grads = grad.reshape(-1, 1, *grad.shape[grad.dim() - dims :])
-        grad_images, grad_kernel = correlate_channels_backward(
-            grads, images, kernel, padding, method, (needs_input_grad[0], needs_input_grad[1])
-        )
-        grad_x = None if grad_images is None else grad_images.reshape(x.shape)
-        grad_w = None
-        if grad_kernel is not None:
-            grad_w = grad_kernel[0, 0].flip(axes) if convolve else grad_kernel[0, 0]
-        return grad_x, grad_w
+            return grad_x, None if grad_conj is None else grad_conj.conj()
+        return _kernel_gradients(grad, x, w, mode, method, boundary, fillvalue, needs, two, True)
 
     return backward
+
+
+def _kernel_gradients(
+    grad: torch.Tensor, x: torch.Tensor, w: torch.Tensor, mode: str, method: str,
+    boundary: str, fillvalue: float, needs: tuple[bool, bool], two: bool, convolve: bool,
+) -> tuple[torch.Tensor | None, torch.Tensor | None]:  # fmt: skip
+    """Gradients of the four single-kernel ops, for a kernel ``w`` used as it is."""
+    if two and _bounded(mode, boundary, fillvalue, ""):
+        return _extended_backward(grad, x, w, mode, method, boundary, fillvalue, convolve, needs)
+    dims = w.dim()
+    image = tuple(x.shape[x.dim() - dims :])
+    axes = tuple(range(dims))
+    if _swapped(image, tuple(w.shape), mode):
+        # As the forward: the kernel is the input, the images the kernels.
+        images = x.reshape(-1, 1, *image)
+        kernels = images.flip(tuple(range(2, 2 + dims))) if convolve else images
+        grads = grad.reshape(-1, *grad.shape[grad.dim() - dims :])[None]
+        if not convolve:
+            grads = grads.flip(tuple(range(2, 2 + dims)))
+        grad_w, grad_kernels = correlate_channels_backward(
+            grads, w[None, None], kernels, (0,) * (2 * dims), method, (needs[1], needs[0])
+        )
+        grad_x = grad_kernel_to_images(grad_kernels, convolve, dims, x.shape)
+        return grad_x, (None if grad_w is None else grad_w[0, 0])
+    padding = _padding(mode, tuple(w.shape), convolve=convolve or not two)
+    kernel = (w.flip(axes) if convolve else w)[None, None]
+    images = x.reshape(-1, 1, *image)
+    grads = grad.reshape(-1, 1, *grad.shape[grad.dim() - dims :])
+    grad_images, grad_kernel = correlate_channels_backward(
+        grads, images, kernel, padding, method, needs
+    )
+    grad_x = None if grad_images is None else grad_images.reshape(x.shape)
+    grad_w = None
+    if grad_kernel is not None:
+        grad_w = grad_kernel[0, 0].flip(axes) if convolve else grad_kernel[0, 0]
+    return grad_x, grad_w
 
 
 def grad_kernel_to_images(

@@ -73,6 +73,9 @@ def _(
     needs_input_grad: tuple[bool, ...],
     outputs: torch.Tensor,
 ) -> tuple[torch.Tensor | None, torch.Tensor | None, torch.Tensor | None]:
+    # The filter is holomorphic in b, a and x: torch's gradient is this formula with every
+    # value conjugated (a no-op for real tensors).
+    b, a, x, outputs = b.conj(), a.conj(), x.conj(), outputs.conj()
     # Time reversed, along the last axis: the adjoint of a causal filter runs backwards.
     g = grad.movedim(axis, -1).flip(-1)
     grad_x = grad_b = grad_a = None

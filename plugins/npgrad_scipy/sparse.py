@@ -87,8 +87,9 @@ def _(
     needs_input_grad: tuple[bool, ...],
     outputs: torch.Tensor,
 ) -> tuple[torch.Tensor | None, torch.Tensor]:
-    u = lu_solve(a, grad, factor=lu, transposed=True)
-    grad_a = _on_pattern(u, outputs, a) if needs_input_grad[0] else None
+    # u = A^{-H} g, with the factorisation of A: conj(A^{-T} conj(g)) (real: A^{-T} g).
+    u = lu_solve(a, grad.conj(), factor=lu, transposed=True).conj()
+    grad_a = _on_pattern(u, outputs.conj(), a) if needs_input_grad[0] else None
     return grad_a, u
 
 
@@ -121,11 +122,13 @@ def _(
     needs_input_grad: tuple[bool, ...],
     outputs: torch.Tensor,
 ) -> tuple[torch.Tensor | None, torch.Tensor]:
-    # x = A^{-1} b: u = A^{-T} g, dL/dA = -u x^T; x = A^{-T} b: u = A^{-1} g, dL/dA = -x u^T.
-    u = lu_solve(a, grad, factor=factor, transposed=not transposed)
+    # x = A^{-1} b: u = A^{-H} g, dL/dA = -u x^H; x = A^{-T} b: u = conj(A^{-1}) g,
+    # dL/dA = -conj(x) u^T (real values: the conjugations drop out).
+    u = lu_solve(a, grad.conj(), factor=factor, transposed=not transposed).conj()
     grad_a = None
     if needs_input_grad[0]:
-        grad_a = _on_pattern(outputs, u, a) if transposed else _on_pattern(u, outputs, a)
+        x = outputs.conj()
+        grad_a = _on_pattern(x, u, a) if transposed else _on_pattern(u, x, a)
     return grad_a, u
 
 

@@ -7,16 +7,18 @@ differentiable to any order, and in forward mode through that backward's transpo
 
 | op | domain | derivative |
 | --- | --- | --- |
-| ``kv(v, x)`` | x > 0 | d/dx K_v(x) = -(K_{v-1}(x) + K_{v+1}(x)) / 2 |
-| ``iv(v, x)`` | x >= 0; any x for an integer v | d/dx I_v(x) = (I_{v-1}(x) + I_{v+1}(x)) / 2 |
+| ``kv(v, x)`` | x > 0; complex x != 0 | d/dx K_v(x) = -(K_{v-1}(x) + K_{v+1}(x)) / 2 |
+| ``iv(v, x)`` | x >= 0; integer v: any x; complex x | d/dx I_v = (I_{v-1} + I_{v+1}) / 2 |
 | ``ellipk(m)`` | m < 1 | (E(m) - (1 - m) K(m)) / (2 m (1 - m)); its series for abs(m) < 1e-3 |
 | ``ellipe(m)`` | m <= 1 | (E(m) - K(m)) / (2 m); its series for abs(m) < 1e-3 |
-| ``lambertw(x)`` | x >= -1/e | 1 / (x + e^W(x)) (principal real branch; +inf at -1/e) |
+| ``lambertw(x, k=0)`` | x >= -1/e; complex x, branch k | 1 / (x + e^W(x)) (+inf at -1/e) |
 | ``gammaincc(a, x)`` | a > 0, x >= 0; a = 0, x > 0 | d/dx Q(a, x) = -x^(a-1) e^(-x) / Gamma(a) |
 | | | d/da Q(a, x) = N_1 - psi(a) N_0 (``gammaincc_moment``: quadrature; a > 0) |
 
 The order ``v`` of ``kv``/``iv`` is not differentiable: asking for its gradient, or forward
-mode with a tangent in it, raises an error naming the input.
+mode with a tangent in it, raises an error naming the input. For complex arguments the
+functions are holomorphic in x: a backward multiplies the output gradient by the conjugate
+derivative, torch's convention.
 """
 
 from __future__ import annotations
@@ -60,13 +62,18 @@ def kv(v: Array, x: Array) -> Array:
         >>> kv(torch.tensor(0.5), torch.tensor([1.0, 2.0])).shape
         torch.Size([2])
     """
-    _domain("kv", "x", x > 0, "x > 0", x)
+    if np.iscomplexobj(x):
+        # Complex x: the principal branch, as SciPy's, everywhere but at 0.
+        _domain("kv", "x", x != 0, "x != 0 (complex x)", x)
+    else:
+        _domain("kv", "x", x > 0, "x > 0", x)
     return special.kv(v, x)
 
 
 @kv.tensor_backward
 def _(grad: torch.Tensor, v: Any, x: torch.Tensor) -> tuple[None, torch.Tensor]:
-    return None, -grad * (kv(v - 1, x) + kv(v + 1, x)) / 2
+    # Holomorphic in x: the gradient takes the conjugate derivative (real x: the derivative).
+    return None, -grad * (kv(v - 1, x) + kv(v + 1, x)).conj() / 2
 
 
 @npgrad.op("scipy::iv", **ELEMENTWISE, nondifferentiable=("v",))
@@ -79,14 +86,16 @@ def iv(v: Array, x: Array) -> Array:
         >>> iv(torch.tensor(1.0), torch.tensor([0.5])).shape
         torch.Size([1])
     """
-    # I_v(-x) = (-1)^v I_v(x) for an integer v; otherwise I_v is complex for x < 0.
-    _domain("iv", "x", (x >= 0) | (np.floor(v) == v), "x >= 0, or an integer order v", x)
+    if not np.iscomplexobj(x):
+        # I_v(-x) = (-1)^v I_v(x) for an integer v; otherwise I_v is complex for x < 0: pass a
+        # complex x for it.
+        _domain("iv", "x", (x >= 0) | (np.floor(v) == v), "x >= 0, or an integer order v", x)
     return special.iv(v, x)
 
 
 @iv.tensor_backward
 def _(grad: torch.Tensor, v: Any, x: torch.Tensor) -> tuple[None, torch.Tensor]:
-    return None, grad * (iv(v - 1, x) + iv(v + 1, x)) / 2
+    return None, grad * (iv(v - 1, x) + iv(v + 1, x)).conj() / 2
 
 
 # The Maclaurin coefficients of K(m) and E(m) over pi/2: K = pi/2 sum k_n m^n, E likewise.
@@ -159,16 +168,32 @@ _BRANCH_POINT = -1 / np.e
 
 
 @npgrad.op("scipy::lambertw", **UNARY)
-def lambertw(x: Array) -> Array:
-    """Lambert W function, principal real branch, for x >= -1/e.
+def lambertw(x: Array, *, k: int = 0) -> Array:
+    """Lambert W function: branch ``k`` of the inverse of w e^w, as ``scipy.special.lambertw``.
+
+    The principal branch (k = 0) of a real x >= -1/e is real, as the values a real input asks
+    for; a complex x, or another branch, gives SciPy's complex values.
+
+    Args:
+        x: real (>= -1/e for a real result) or complex arguments.
+        k: the branch.
 
     Examples:
         >>> import torch
         >>> from npgrad_scipy.special import lambertw
         >>> round(float(lambertw(torch.tensor(1.0))), 6)  # the omega constant
         0.567143
+        >>> lambertw(torch.tensor([1.0 + 1.0j]), k=-1).dtype
+        torch.complex64
     """
-    _domain("lambertw", "x", x >= _BRANCH_POINT, "x >= -1/e", x)
+    if np.iscomplexobj(x) or k != 0:
+        _domain("lambertw", "x", (x != 0) | (k == 0), f"x != 0 (branch k={k})", x)
+        w: Array = special.lambertw(x, k)
+        # -1/e rounded to a float: SciPy's principal branch gives NaN there for want of
+        # precision; W = -1 at the branch point (of branches 0 and -1).
+        at_branch = (x == _BRANCH_POINT) & (k in (0, -1))
+        return np.where(at_branch, -1.0 + 0j, w)
+    _domain("lambertw", "x", x >= _BRANCH_POINT, "x >= -1/e (pass a complex x below it)", x)
     with np.errstate(invalid="ignore"):
         w = special.lambertw(x).real
     # -1/e rounded to a float falls just outside SciPy's domain (it gives NaN): the branch
@@ -177,9 +202,10 @@ def lambertw(x: Array) -> Array:
 
 
 @lambertw.tensor_backward
-def _(grad: torch.Tensor, x: torch.Tensor, *, outputs: torch.Tensor) -> torch.Tensor:
+def _(grad: torch.Tensor, x: torch.Tensor, *, k: int = 0, outputs: torch.Tensor) -> torch.Tensor:
     # W' = W / (x (1 + W)) = 1 / (x + e^W): no 0/0 at x = 0, +inf at the branch point.
-    return grad / (x + torch.exp(outputs))
+    # Holomorphic: the gradient takes its conjugate (real x: itself).
+    return grad / (x + torch.exp(outputs)).conj()
 
 
 @npgrad.op("scipy::gammaincc", **ELEMENTWISE)

@@ -458,3 +458,50 @@ def test_an_unknown_boundary_is_named() -> None:
         match=r'"scipy::convolve2d": boundary=\'circular\'; expected "fill", "wrap" or "symm"',
     ):
         convolve2d(torch.ones(4, 4), torch.ones(2, 2), mode="same", boundary="circular")
+
+
+def _complex(rng: np.random.Generator, *shape: int) -> np.ndarray:
+    return rng.standard_normal(shape) + 1j * rng.standard_normal(shape)
+
+
+@pytest.mark.parametrize("method", ["direct", "fft"])
+@pytest.mark.parametrize("mode", MODES)
+@pytest.mark.parametrize("real", ["neither", "x", "w"])
+def test_complex_convolutions_equal_scipy_with_gradients(method: str, mode: str, real) -> None:
+    # SciPy's correlations conjugate their second input (correlate2d, swapping a larger kernel
+    # in "valid" mode, its first): so do these.
+    rng = np.random.default_rng(5)
+    cases = [
+        (correlate2d, scipy.signal.correlate2d, {}),
+        (convolve2d, scipy.signal.convolve2d, {}),
+        (correlate, scipy.signal.correlate, {"method": "direct"}),
+        (convolve, scipy.signal.convolve, {"method": "direct"}),
+    ]
+    for ours, theirs, extra in cases:
+        for x_shape, w_shape in (((5, 6), (3, 2)), ((3, 4), (5, 6))):
+            x, w = _complex(rng, *x_shape), _complex(rng, *w_shape)
+            x, w = (x.real.copy() if real == "x" else x), (w.real.copy() if real == "w" else w)
+            expected = theirs(x, w, mode=mode, **extra)
+            got = ours(torch.from_numpy(x), torch.from_numpy(w), mode=mode, method=method)
+            np.testing.assert_allclose(got.numpy(), expected, atol=1e-10, err_msg=ours.name)
+            args = (torch.from_numpy(x).requires_grad_(), torch.from_numpy(w).requires_grad_())
+            assert torch.autograd.gradcheck(
+                lambda a, b, op=ours: op(a, b, mode=mode, method=method), args
+            )
+
+
+def test_complex_multi_channel_convolution_to_second_order() -> None:
+    rng = np.random.default_rng(6)
+    x = torch.from_numpy(_complex(rng, 2, 3, 6, 7)).requires_grad_()
+    w = torch.from_numpy(_complex(rng, 4, 3, 3, 3)).requires_grad_()
+    b = torch.from_numpy(_complex(rng, 4)).requires_grad_()
+    for method in ("direct", "fft"):
+
+        def layer(p, q, r, method=method):
+            return conv2d(p, q, r, mode="same", method=method)
+
+        assert torch.autograd.gradcheck(layer, (x, w, b))
+        assert torch.autograd.gradgradcheck(layer, (x, w, b))
+    # Against torch's own complex convolution (the kernel flipped: a true convolution).
+    expected = torch.nn.functional.conv2d(x, w.flip((-2, -1)), b, padding=1)
+    torch.testing.assert_close(conv2d(x, w, b, mode="same"), expected)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 import scipy.linalg
 import torch
@@ -37,11 +38,35 @@ def test_a_non_symmetric_matrix_too() -> None:
     assert torch.autograd.gradcheck(sqrtm, (a,))
 
 
-def test_complex_roots_are_refused() -> None:
-    with pytest.raises(
-        npgrad.NpgradError, match='the principal square root of input "a" is complex'
-    ):
-        sqrtm(torch.tensor([[-1.0, 0.0], [0.0, 1.0]]))
+def test_hips_autograds_sqrtm_case_gives_the_complex_root_with_its_gradient() -> None:
+    # HIPS autograd's test_sqrtm: a symmetrised random 3x3, whose root is complex in 97 % of
+    # draws; this one has a negative eigenvalue.
+    m = np.random.default_rng(0).standard_normal((3, 3))
+    a = torch.from_numpy(m + m.T)
+    assert torch.linalg.eigvalsh(a).min() < 0
+    root = sqrtm(a)
+    assert root.dtype == torch.complex128
+    np.testing.assert_allclose(root.numpy(), scipy.linalg.sqrtm(a.numpy()), atol=1e-12)
+    torch.testing.assert_close(root @ root, a.to(torch.complex128))
+    # A real input: its gradient is real, the real part of the complex one (torch's way).
+    a.requires_grad_()
+    (g,) = torch.autograd.grad(sqrtm(a).abs().sum(), a)
+    assert g.dtype == torch.float64
+    assert torch.autograd.gradcheck(sqrtm, (a,))
+    assert torch.autograd.gradgradcheck(sqrtm, (a,))
+
+
+def test_complex_matrices() -> None:
+    rng = np.random.default_rng(1)
+    a = torch.from_numpy(rng.standard_normal((3, 3)) + 1j * rng.standard_normal((3, 3)))
+    np.testing.assert_allclose(sqrtm(a).numpy(), scipy.linalg.sqrtm(a.numpy()), atol=1e-12)
+    assert torch.autograd.gradcheck(sqrtm, (a.requires_grad_(),))
+    b = torch.randn(2, 2, dtype=torch.complex128) + 3 * torch.eye(2)
+    q = torch.randn(3, 2, dtype=torch.complex128)
+    args = (a.detach() + 3 * torch.eye(3), b, q)
+    args = tuple(t.requires_grad_() for t in args)
+    assert torch.autograd.gradcheck(solve_sylvester, args)
+    assert torch.autograd.gradgradcheck(solve_sylvester, args)
 
 
 def test_every_order_and_forward_mode() -> None:

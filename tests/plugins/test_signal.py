@@ -63,3 +63,15 @@ def test_initial_conditions_are_refused_naming_the_keyword() -> None:
         r"positional inputs \(b, a, x\), in order or by name, and keyword config \(axis\)",
     ):
         lfilter(torch.ones(2), torch.ones(1), torch.ones(5), zi=torch.zeros(1))
+
+
+def test_complex_coefficients_and_signals() -> None:
+    b = torch.tensor([0.5 + 0.1j, 0.2], dtype=torch.complex128, requires_grad=True)
+    a = torch.tensor([1.0, -0.3 + 0.2j], dtype=torch.complex128, requires_grad=True)
+    x = torch.randn(2, 20, dtype=torch.complex128, requires_grad=True)
+    expected = scipy.signal.lfilter(b.detach().numpy(), a.detach().numpy(), x.detach().numpy())
+    torch.testing.assert_close(lfilter(b, a, x).detach(), torch.from_numpy(expected))
+    assert torch.autograd.gradcheck(lfilter, (b, a, x))
+    assert torch.autograd.gradgradcheck(lfilter, (b, a, x))
+    real = torch.randn(2, 20, dtype=torch.float64, requires_grad=True)  # mixed real and complex
+    assert torch.autograd.gradcheck(lfilter, (b, a, real))

@@ -138,3 +138,14 @@ def test_masked_gradcheck_and_no_sparse_notices_from_torch() -> None:
     skipped = "skipped: torch.func takes no" if internals.ENABLED else "skipped: needs torch's"
     assert report.verdicts["forward-over-forward"].startswith(skipped)
     assert [str(w.message) for w in caught if "sparse" in str(w.message).lower()] == []
+
+
+def test_complex_matrices_and_right_hand_sides() -> None:
+    dense = laplacian(3).to_dense() + 0.3j * torch.rand(9, 9, dtype=torch.float64)
+    b = torch.randn(9, 2, dtype=torch.complex128, requires_grad=True)
+    torch.testing.assert_close(spsolve(dense.to_sparse(), b), torch.linalg.solve(dense, b))
+    a = dense.clone().requires_grad_()
+    assert torch.autograd.gradcheck(spsolve, (a, b))
+    assert torch.autograd.gradgradcheck(spsolve, (a, b))
+    sparse = dense.to_sparse().requires_grad_()
+    assert torch.autograd.gradcheck(spsolve, (sparse, b), masked=True)

@@ -226,3 +226,26 @@ def test_the_incomplete_gamma_to_second_order_in_both_inputs() -> None:
     x = torch.tensor([0.05, 2.0, 1.0, 20.0, 40.0], dtype=torch.float64, requires_grad=True)
     assert torch.autograd.gradcheck(gammaincc, (a, x), check_forward_ad=internals.ENABLED)
     assert torch.autograd.gradgradcheck(gammaincc, (a, x))
+
+
+def test_complex_arguments_and_branches() -> None:
+    z = torch.tensor([0.5 + 0.3j, 2 - 1j, -1 + 0.5j], dtype=torch.complex128, requires_grad=True)
+    v = torch.tensor(1.5, dtype=torch.float64)
+    for op, reference in ((kv, scipy.special.kv), (iv, scipy.special.iv)):
+        expected = reference(1.5, z.detach().numpy())
+        np.testing.assert_allclose(op(v, z).detach().numpy(), expected, rtol=1e-12)
+        assert torch.autograd.gradcheck(lambda t, op=op: op(v, t), (z,))
+        assert torch.autograd.gradgradcheck(lambda t, op=op: op(v, t), (z,))
+    for k in (0, -1, 2):
+        expected = scipy.special.lambertw(z.detach().numpy(), k)
+        np.testing.assert_allclose(lambertw(z, k=k).detach().numpy(), expected, rtol=1e-12)
+        assert torch.autograd.gradcheck(lambda t, k=k: lambertw(t, k=k), (z,))
+        assert torch.autograd.gradgradcheck(lambda t, k=k: lambertw(t, k=k), (z,))
+    # A real x on another branch, or below -1/e as a complex number: SciPy's complex values.
+    x = torch.tensor([0.5, 2.0], dtype=torch.float64, requires_grad=True)
+    assert lambertw(x, k=-1).dtype == torch.complex128
+    assert torch.autograd.gradcheck(lambda t: lambertw(t, k=-1), (x,))
+    below = torch.tensor([-1.0 + 0j], dtype=torch.complex128)
+    np.testing.assert_allclose(lambertw(below).numpy(), scipy.special.lambertw(-1.0 + 0j))
+    with pytest.raises(npgrad.errors.InputError, match=r'"scipy::kv": input "x" .* x != 0'):
+        kv(v, torch.zeros(1, dtype=torch.complex128))
