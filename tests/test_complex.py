@@ -143,3 +143,27 @@ def test_a_real_output_of_a_complex_input() -> None:
     (ours,) = torch.autograd.grad(out.sin().sum(), z)
     (theirs,) = torch.autograd.grad((z.abs() ** 2).sin().sum(), z)
     torch.testing.assert_close(ours, theirs)
+
+
+@pytest.mark.slow
+def test_a_complex_op_exports_and_passes_opcheck() -> None:
+    class Spectrum(torch.nn.Module):
+        def forward(self, z: torch.Tensor) -> torch.Tensor:
+            return fft(z) * 2
+
+    z = torch.randn(3, 8, dtype=torch.complex128)
+    exported = torch.export.export(Spectrum(), (z,))
+    torch.testing.assert_close(exported.module()(z), 2 * torch.fft.fft(z))
+    torch.library.opcheck(torch.ops.complex.fft.default, (z.requires_grad_(),))
+
+
+def test_a_real_output_of_complex_inputs_is_refused_as_a_custom_op() -> None:
+    # A trace only knows the promoted dtype; called eagerly, the same op is fine (above).
+    z = torch.randn(4, dtype=torch.complex128)
+    with pytest.raises(
+        npgrad.errors.OutputError,
+        match=r'"complex::modulus_squared": as a custom op \(torch.compile, torch.export, '
+        r"torch.ops\) its outputs take the promoted dtype of its inputs, torch.complex128, but "
+        r"output 0 is torch.float64",
+    ):
+        torch.ops.complex.modulus_squared(z)
