@@ -64,3 +64,9 @@ def test_lfilter_benchmark_runs() -> None:
 
 def test_spsolve_benchmark_runs() -> None:
     assert "spsolve, n = 400" in run("spsolve.py", "--side", "20").stdout
+
+
+def test_numerical_benchmark_runs() -> None:
+    out = run("numerical.py", "--points", "8").stdout
+    for case in ("forward", "central", "complex-step", "noise 1e-8"):
+        assert case in out

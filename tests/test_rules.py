@@ -81,6 +81,7 @@ def test_the_public_op_shows_nothing_internal(name: str) -> None:
         "vjp",
         "jvp",
         "tensor_jvp",
+        "numerical_gradient",
         "shape",
         "save",
         "example",

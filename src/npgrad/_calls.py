@@ -39,7 +39,7 @@ def call_rule(
     per batch element like the inputs.
     """
     fn = rule.fn
-    looped = rules.looped and not tensor
+    looped = rules.looped and not tensor and not rule.batched
     if rule.config_only and not looped:
         return fn(*leading, *inputs, **config)
     signature = rules.signature

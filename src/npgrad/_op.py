@@ -9,7 +9,7 @@ import inspect
 from collections.abc import Callable, Sequence
 from typing import Any, TypeVar
 
-from npgrad import _companions, _library, _registry
+from npgrad import _companions, _library, _numerical, _registry
 from npgrad._dispatch import Core
 from npgrad._rules import Rule, define, rule
 from npgrad.errors import DefinitionError, UnknownOpError
@@ -195,6 +195,45 @@ class Op(Core):
         self._update(jvp=self._jvp_rule(fn, "jvp"))
         return fn
 
+    def numerical_gradient(self, method: str = "central", step: float | None = None) -> None:
+        """Register a backward and a jvp computed from the forward alone.
+
+        For code whose derivative nobody wrote down. ``"central"`` differences (error about
+        eps^(2/3) relative on smooth functions, two evaluations per element), ``"forward"``
+        (eps^(1/2), one), or ``"complex-step"`` (exact to rounding for real-analytic functions
+        whose forward accepts complex input; real inputs only). Each element moves by
+        ``step * max(|x|, 1)``; the default step is the method's standard one. Only inputs
+        that need a gradient are perturbed, in their core dims; with a signature the perturbed
+        evaluations run as one batched call. Everything is computed in float64. The gradient
+        is differentiable once, as a NumPy backward is; ``npgrad.check`` estimates its error.
+        Noisy or discontinuous functions have no useful finite differences: see the docs.
+
+        Args:
+            method: "central", "forward" or "complex-step".
+            step: the relative step, or None for the method's default.
+
+        Examples:
+            >>> import numpy as np, torch, npgrad
+            >>> @npgrad.op("doc::legacy")
+            ... def legacy(x):
+            ...     return np.sin(x) * np.exp(x)
+            >>> legacy.numerical_gradient("complex-step")
+            >>> x = torch.tensor([0.5], dtype=torch.float64, requires_grad=True)
+            >>> (g,) = torch.autograd.grad(legacy(x).sum(), x)
+            >>> bool(torch.allclose(g, (torch.cos(x) + torch.sin(x)) * torch.exp(x)))
+            True
+        """
+        rules = self._rules
+        choice = _numerical.numerical(rules, method, step)
+        self._refuse_second_backward()
+        if rules.jvp is not None or rules.tensor_jvp is not None:
+            raise DefinitionError(
+                f'npgrad op "{self.name}": a jvp is already registered; a numerical gradient '
+                f"brings its own, so register one or the other"
+            )
+        backward, jvp = _numerical.rules_for(rules, choice)
+        self._update(backward=backward, jvp=jvp, numerical=choice)
+
     def tensor_jvp(self, fn: F) -> F:
         """Register ``fn``, written on tensors with npgrad and torch ops, as the op's jvp.
 
@@ -359,6 +398,15 @@ class Op(Core):
             "vjp": f"vjps for {len(rules.vjps)}",
             "none": "no backward",
         }[rules.backward_kind]
+        if rules.numerical is not None:
+            method = rules.numerical.method
+            error = _numerical.measured_errors.get(self.name)
+            estimate = (
+                f"measured error {error:.1g}"
+                if error is not None
+                else f"expected error ~{_numerical.NOMINAL_ERROR[method]:.0e}"
+            )
+            kind = f"numerical gradient ({method}, {estimate})"
         return f"<npgrad op {self.name}{inspect.signature(self.forward)}, {kind}>"
 
     def __reduce__(self) -> tuple[Callable[[str, str], Op], tuple[str, str]]:

@@ -51,6 +51,8 @@ class Rule:
     required: frozenset[str]
     # A **kwargs parameter: it receives every residual.
     any_keyword: bool
+    # Called once on the whole batch, even for an op looped over its signature's batch dims.
+    batched: bool = False
     # Neither: a call passes the config alone (derived).
     config_only: bool = field(init=False)
 
@@ -82,6 +84,8 @@ class Rules:
     vjps: Mapping[int, Rule] = field(default_factory=dict)
     jvp: Rule | None = None
     tensor_jvp: Rule | None = None
+    # How the backward and jvp compute from the forward, when they are numerical.
+    numerical: Any = None
     shape: Callable[..., Any] | None = None
     save: Callable[..., Any] | None = None
     # Derived from the fields above when the record is made.

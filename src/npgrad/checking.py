@@ -12,6 +12,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from npgrad import _numerical
 from npgrad import _torch_internals as internals
 from npgrad._convert import differentiable
 from npgrad._op import Op
@@ -158,11 +159,32 @@ def check(op: Op, *inputs: Any, **config: Any) -> CheckReport:
             else "skipped: the jvp is NumPy, differentiable once",
         )
 
+    if rules.numerical is not None and positions_with_grad:
+        report.verdicts["numerical"] = _numerical_verdict(op, inputs, config, positions_with_grad)
     single = _copies(inputs, torch.float32, positions_with_grad)
     _check_float32(op, run, single, positions_with_grad)
     report.verdicts["dtype"] = "passed"
     report.seconds = time.perf_counter() - start
     return report
+
+
+def _numerical_verdict(
+    op: Op, inputs: tuple[Any, ...], config: dict[str, Any], positions: tuple[int, ...]
+) -> str:
+    """Say how the op's numerical gradient is computed, and its error estimated here."""
+    rules = op._rules
+    arrays = [
+        value.detach().cpu().numpy() if isinstance(value, torch.Tensor) else value
+        for value in _copies(inputs, torch.float64, ())
+    ]
+    needs = [i in positions for i in range(len(inputs))]
+    error = _stage(
+        op,
+        "numerical",
+        lambda: _numerical.estimate_error(rules, rules.numerical, arrays, config, needs),
+    )
+    _numerical.measured_errors[op.name] = error
+    return f"{rules.numerical.method} differences, estimated relative error {error:.1g}"
 
 
 def _check_forward_over_forward(
