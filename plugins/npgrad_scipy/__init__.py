@@ -1,6 +1,6 @@
 """npgrad_scipy: SciPy functions as differentiable torch ops, written on npgrad's public API."""
 
-from npgrad_scipy import linalg, ndimage, signal, sparse, special
+from npgrad_scipy import linalg, ndimage, optimize, signal, sparse, special
 from npgrad_scipy._demo import demo
 from npgrad_scipy.conv import (
     Conv1d,
@@ -30,6 +30,7 @@ __all__ = [
     "demo",
     "linalg",
     "ndimage",
+    "optimize",
     "scipy_conv2d",
     "signal",
     "sparse",

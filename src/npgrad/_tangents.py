@@ -174,20 +174,23 @@ def _transposed_backward(
         return tuple(gradients[i] for i in positions)  # type: ignore[misc]
 
     cotangents = tuple(tangents[i] for i in positions)
+    # The vjp of a linear map is the same at every point: taken at ones, not zeros, so that a
+    # backward which shortcuts a zero gradient (an iterative solve that stops at once) cannot
+    # hide its dependence on g.
     if public:
         try:
-            zeros = [torch.zeros_like(held[k]).requires_grad_() for k in floating]
+            points = [torch.ones_like(held[k]).requires_grad_() for k in floating]
         except RuntimeError as error:  # under a torch.func transform: no regular autograd
             raise missing_jvp(rules, derived=False) from error
         with torch.enable_grad():
             computed = iter(
                 torch.autograd.grad(
-                    backward(*zeros), zeros, cotangents, create_graph=True, allow_unused=True
+                    backward(*points), points, cotangents, create_graph=True, allow_unused=True
                 )
             )
     else:
-        zeros = [torch.zeros_like(held[k]) for k in floating]
-        computed = iter(torch.func.vjp(backward, *zeros)[1](cotangents))
+        points = [torch.ones_like(held[k]) for k in floating]
+        computed = iter(torch.func.vjp(backward, *points)[1](cotangents))
     result = [next(computed) if k in floating else torch.zeros(()) for k in range(len(held))]
     return result[0] if state.single else tuple(result)
 

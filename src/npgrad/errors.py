@@ -9,6 +9,7 @@ from __future__ import annotations
 
 __all__ = [
     "CheckError",
+    "ConvergenceError",
     "DefinitionError",
     "GradientError",
     "InputError",
@@ -56,6 +57,10 @@ class NonFiniteError(NpgradError, FloatingPointError):
 
 class NotTwiceDifferentiableError(NpgradError, RuntimeError):
     """A second derivative was asked of an op whose backward is written in NumPy."""
+
+
+class ConvergenceError(NpgradError, RuntimeError):
+    """A solver (optimiser, root finder, integrator, linear solve) did not converge."""
 
 
 class CheckError(NpgradError, AssertionError):
