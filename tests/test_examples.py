@@ -45,3 +45,11 @@ def test_fitting_through_a_special_function_recovers_the_parameters() -> None:
 
 def test_deblurring_gets_closer_to_the_true_image() -> None:
     assert _run_main("deblur", 150, 32) < 0.8
+
+
+def test_fitting_an_odes_rates_recovers_them(tmp_path: Path) -> None:
+    figure = tmp_path / "fit.png"
+    rates = _run_main("fit_ode", 60, str(figure))
+    for fitted, true in zip(rates, (1.0, 0.4, 0.4, 0.1), strict=True):
+        assert abs(fitted - true) < 0.03 * true
+    assert figure.stat().st_size > 10_000

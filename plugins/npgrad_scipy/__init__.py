@@ -1,6 +1,6 @@
 """npgrad_scipy: SciPy functions as differentiable torch ops, written on npgrad's public API."""
 
-from npgrad_scipy import linalg, ndimage, optimize, signal, sparse, special
+from npgrad_scipy import integrate, linalg, ndimage, optimize, signal, sparse, special
 from npgrad_scipy._demo import demo
 from npgrad_scipy.conv import (
     Conv1d,
@@ -28,6 +28,7 @@ __all__ = [
     "correlate2d",
     "correlate_channels",
     "demo",
+    "integrate",
     "linalg",
     "ndimage",
     "optimize",

@@ -31,6 +31,7 @@ import torch
 
 import npgrad
 from npgrad.errors import ConvergenceError, InputError, NotTwiceDifferentiableError
+from npgrad_scipy._captured import refuse_captured
 
 Array = np.ndarray[Any, Any]
 Fun = Callable[..., torch.Tensor]
@@ -189,6 +190,7 @@ def _minimize(
     tensors = _tensors(params)
     x0 = np.asarray(x0, dtype=np.float64)
     shape = x0.shape
+    refuse_captured("minimize", fun, torch.tensor(x0), *tensors)
 
     # Reverse mode only: the forward may run inside a level of forward-mode AD (gradcheck's
     # forward check), which torch cannot nest.
@@ -254,6 +256,7 @@ def _least_squares(
     tensors = _tensors(params)
     x0 = np.asarray(x0, dtype=np.float64)
     shape = x0.shape
+    refuse_captured("least_squares", fun, torch.tensor(x0), *tensors)
 
     def residuals(flat: Array) -> Array:
         x = torch.tensor(flat.reshape(shape), dtype=torch.float64)
@@ -296,6 +299,7 @@ def _root(x0: Array, *params: Array, fun: Fun, method: str, scipy_options: dict[
     tensors = _tensors(params)
     x0 = np.asarray(x0, dtype=np.float64)
     shape = x0.shape
+    refuse_captured("root", fun, torch.tensor(x0), *tensors)
 
     def values_and_jacobian(flat: Array) -> tuple[Array, Array]:
         x = torch.tensor(flat.reshape(shape), dtype=torch.float64)

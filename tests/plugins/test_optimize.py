@@ -140,3 +140,18 @@ def test_failures_are_named_never_a_gradient_of_an_unconverged_point() -> None:
         minimize(quadratic, torch.zeros(2), torch.eye(2), torch.ones(2), bounds=[(0, 1)] * 2)
     with pytest.raises(npgrad.errors.InputError, match=r'"scipy::least_squares": got finite bo'):
         least_squares(lambda p: p - 1, torch.zeros(2), bounds=(0, 2))
+
+
+def test_a_tensor_read_from_outside_fun_is_refused_not_given_a_zero_gradient() -> None:
+    c = torch.tensor([1.0, 2.0], dtype=F64, requires_grad=True)
+    for solve, fun in (
+        (minimize, lambda x: ((x - c) ** 2).sum()),
+        (least_squares, lambda x: x - c),
+        (root, lambda x: x - c),
+    ):
+        with pytest.raises(
+            npgrad.errors.InputError,
+            match=r"fun reads a tensor of shape \(2,\) that requires grad but is not among its "
+            r"arguments; expected every tensor it depends on among the params",
+        ):
+            solve(fun, torch.zeros(2, dtype=F64))
