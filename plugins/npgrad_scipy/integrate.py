@@ -41,7 +41,7 @@ import torch
 
 import npgrad
 from npgrad.errors import ConvergenceError, InputError
-from npgrad_scipy._captured import refuse_captured
+from npgrad_scipy._callbacks import as_tensors, refuse_captured
 
 Array = np.ndarray[Any, Any]
 Fun = Callable[..., torch.Tensor]
@@ -136,7 +136,7 @@ def solve_ivp(
             np.asarray(t_eval, dtype=np.float64), dtype=y0.dtype if floating else F64
         )
     return _solve_ivp(
-        y0, t0, t_eval, *params, fun=fun, t_end=float(t_end), method=method, adjoint=adjoint,
+        y0, t0, t_eval, *params, fun=fun, t_end=_number(t_end), method=method, adjoint=adjoint,
         scipy_options=options,
     )  # fmt: skip
 
@@ -144,15 +144,9 @@ def solve_ivp(
 # --- the op ------------------------------------------------------------------------------
 
 
-def _tensors(params: tuple[Any, ...]) -> list[Any]:
-    """The parameters as float64 tensors (copies: the arrays npgrad passes are read-only)."""
-    result = []
-    for p in params:
-        if isinstance(p, np.ndarray):
-            dtype = F64 if p.dtype.kind == "f" else torch.from_numpy(np.array(p[..., :0])).dtype
-            p = torch.tensor(np.array(p), dtype=dtype)
-        result.append(p)
-    return result
+def _number(t: Any) -> float:
+    # t_end moves nothing of the solution at t_eval: a tensor there is read as a number.
+    return float(t.detach()) if isinstance(t, torch.Tensor) else float(t)
 
 
 def _time(t: float) -> torch.Tensor:
@@ -171,7 +165,7 @@ def _solve_ivp(
     adjoint: str,
     scipy_options: dict[str, Any],
 ) -> Array:
-    tensors = _tensors(params)
+    tensors = as_tensors(params)
     if np.iscomplexobj(y0):
         raise InputError(
             f'npgrad op "scipy::solve_ivp": y0 is {y0.dtype}; expected a real state: stack the '
@@ -361,6 +355,12 @@ def _(
         for k, p in enumerate(params)
         if needs_input_grad[3 + k] and isinstance(p, torch.Tensor) and p.is_floating_point()
     ]
+    for k, p in enumerate(params):
+        if needs_input_grad[3 + k] and isinstance(p, torch.Tensor) and p.is_complex():
+            raise InputError(
+                f'npgrad op "scipy::solve_ivp": parameter {k} is complex and needs a gradient; '
+                f"expected real parameters: pass the real and imaginary parts separately"
+            )
     n = ys.shape[0]
     sizes = [tensors[k].numel() for k in wanted]
 

@@ -31,7 +31,7 @@ import torch
 
 import npgrad
 from npgrad.errors import ConvergenceError, InputError, NotTwiceDifferentiableError
-from npgrad_scipy._captured import refuse_captured
+from npgrad_scipy._callbacks import as_tensors, refuse_captured
 
 Array = np.ndarray[Any, Any]
 Fun = Callable[..., torch.Tensor]
@@ -148,20 +148,6 @@ def _refuse_constraints(name: str, options: dict[str, Any]) -> None:
             )
 
 
-def _tensors(params: tuple[Any, ...]) -> list[Any]:
-    """The parameters as float64 tensors (copies: the arrays npgrad passes are read-only)."""
-    return [
-        torch.tensor(np.array(p), dtype=_wide(p)) if isinstance(p, np.ndarray) else p
-        for p in params
-    ]
-
-
-def _wide(array: Array) -> torch.dtype:
-    if array.dtype.kind == "c":
-        return torch.complex128
-    return torch.float64 if array.dtype.kind == "f" else torch.from_numpy(array[:0]).dtype
-
-
 def _value(fun: Fun, x: torch.Tensor, params: list[Any]) -> torch.Tensor:
     return fun(x, *params)
 
@@ -187,7 +173,7 @@ def _converged(name: str, result: Any, stationary: bool = False) -> Array:
 def _minimize(
     x0: Array, *params: Array, fun: Fun, method: str | None, scipy_options: dict[str, Any]
 ) -> Array:
-    tensors = _tensors(params)
+    tensors = as_tensors(params)
     x0 = np.asarray(x0, dtype=np.float64)
     shape = x0.shape
     refuse_captured("minimize", fun, torch.tensor(x0), *tensors)
@@ -253,7 +239,7 @@ def _(
 def _least_squares(
     x0: Array, *params: Array, fun: Fun, method: str, scipy_options: dict[str, Any]
 ) -> Array:
-    tensors = _tensors(params)
+    tensors = as_tensors(params)
     x0 = np.asarray(x0, dtype=np.float64)
     shape = x0.shape
     refuse_captured("least_squares", fun, torch.tensor(x0), *tensors)
@@ -296,7 +282,7 @@ def _(
 
 @npgrad.op("scipy::root")
 def _root(x0: Array, *params: Array, fun: Fun, method: str, scipy_options: dict[str, Any]) -> Array:
-    tensors = _tensors(params)
+    tensors = as_tensors(params)
     x0 = np.asarray(x0, dtype=np.float64)
     shape = x0.shape
     refuse_captured("root", fun, torch.tensor(x0), *tensors)

@@ -37,7 +37,8 @@ def test_exponential_decay_and_every_gradient_equal_the_closed_form() -> None:
     k, t0 = leaf(0.7), leaf(0.2)
     y0 = leaf(1.0, -2.0)
     t = leaf(0.2, 0.5, 1.0, 2.5)  # the first at t0 itself
-    y = solve_ivp(decay, (t0, 2.5), y0, k, t_eval=t, **TIGHT)
+    t_end = torch.tensor(2.5, dtype=F64, requires_grad=True)  # read as a number
+    y = solve_ivp(decay, (t0, t_end), y0, k, t_eval=t, **TIGHT)
     exact = y0[:, None] * torch.exp(-k * (t - t0))
     torch.testing.assert_close(y, exact, rtol=1e-10, atol=1e-12)
     weights = torch.randn(2, 4, dtype=F64)
@@ -153,6 +154,12 @@ def test_integrating_backwards_in_time() -> None:
     assert torch.autograd.gradcheck(solve, args)
 
 
+def test_numbers_and_integers_as_parameters() -> None:
+    y = solve_ivp(lambda t, y, n, c: -n * y + c, (0, 1), [1.0], 2, 0.5, t_eval=[1.0], **TIGHT)
+    # y' = -2 y + 1/2: y = 1/4 + 3/4 exp(-2 t)
+    assert math.isclose(float(y), 0.25 + 0.75 * math.exp(-2), rel_tol=1e-9)
+
+
 def test_float32_inputs_give_float32_outputs_and_gradients() -> None:
     k = torch.tensor(0.5, requires_grad=True)
     y0 = torch.tensor([1.0], requires_grad=True)
@@ -211,6 +218,10 @@ def test_failures_and_refusals_are_named() -> None:
         solve_ivp(lambda t, y: torch.zeros(3), (0, 1), [1.0], t_eval=[1.0])
     with pytest.raises(npgrad.errors.InputError, match=r"y0 of shape \(1, 1\)"):
         solve_ivp(decay, (0, 1), [[1.0]], k, t_eval=[1.0])
+    z = torch.tensor(0.5 + 0.1j, requires_grad=True)
+    y = solve_ivp(lambda t, y, z: -z.real * y, (0, 1), [1.0], z, t_eval=[1.0])
+    with pytest.raises(npgrad.errors.InputError, match=r"parameter 0 is complex and needs a grad"):
+        y.sum().backward()
     with pytest.raises(npgrad.errors.InputError, match=r"SciPy refused the call: Values in"):
         solve_ivp(decay, (0, 1), [1.0], k, t_eval=[-1.0])
     # A tensor read from outside fun's arguments would get no gradient: refused.

@@ -155,3 +155,8 @@ def test_a_tensor_read_from_outside_fun_is_refused_not_given_a_zero_gradient() -
             r"arguments; expected every tensor it depends on among the params",
         ):
             solve(fun, torch.zeros(2, dtype=F64))
+
+
+def test_numbers_and_integers_as_parameters() -> None:
+    x = minimize(lambda x, n, c: ((x - n * c) ** 2).sum(), torch.zeros(2, dtype=F64), 3, 0.5)
+    torch.testing.assert_close(x, torch.full((2,), 1.5, dtype=F64))

@@ -1,13 +1,28 @@
-"""A check shared by the ops that call a user's torch function: no tensor read from outside."""
+"""What the ops that call a user's torch function share: its arguments, and a check of them."""
 
 from __future__ import annotations
 
 from collections.abc import Callable
 from typing import Any
 
+import numpy as np
 import torch
 
 from npgrad.errors import InputError
+
+
+def as_tensors(params: tuple[Any, ...]) -> list[Any]:
+    """Return the parameters as tensors, floating ones in float64.
+
+    Copies: the arrays npgrad passes are read-only. Other values pass through.
+    """
+    result = []
+    for p in params:
+        if isinstance(p, np.ndarray):
+            wide = {"f": torch.float64, "c": torch.complex128}.get(p.dtype.kind)
+            p = torch.from_numpy(np.array(p)) if wide is None else torch.tensor(p, dtype=wide)
+        result.append(p)
+    return result
 
 
 def refuse_captured(name: str, fun: Callable[..., Any], *args: Any) -> None:
