@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Callable
 from typing import Any
 
 import numpy as np
 import torch
+from torch.autograd import forward_ad
 
 from npgrad.errors import InputError
 
@@ -26,32 +28,25 @@ def as_tensors(params: tuple[Any, ...]) -> list[Any]:
 
 
 def refuse_captured(name: str, fun: Callable[..., Any], *args: Any) -> None:
-    """Refuse a ``fun`` that reads tensors needing a gradient other than its arguments.
+    """Refuse a ``fun`` that reads tensors needing a derivative other than its arguments.
 
-    Their gradient would silently be missing: the op sees only the tensors it is given.
-    ``fun`` runs once on ``args``, each floating tensor made a fresh leaf.
+    Their derivative would silently be missing: the op sees only the tensors it is given.
+    Called where the user called the solver, so that tensors of a torch.func transform or a
+    forward-mode level count too. ``fun`` runs once on ``args``, detached: a result that
+    still needs a gradient (under the caller's grad mode) or carries a tangent can only come
+    from a captured tensor. A tensor read on a branch not taken at these arguments slips by.
     """
-    leaves = [
-        a.detach().requires_grad_() if isinstance(a, torch.Tensor) and a.is_floating_point() else a
-        for a in args
-    ]
-    with torch.enable_grad():
-        out = fun(*leaves)
-    ours = {id(leaf) for leaf in leaves}
-    seen: set[Any] = set()
-    stack = [out.grad_fn] if isinstance(out, torch.Tensor) else []
-    while stack:
-        node = stack.pop()
-        if node is None or node in seen:
-            continue
-        seen.add(node)
-        variable = getattr(node, "variable", None)
-        if variable is not None and id(variable) not in ours:
-            raise InputError(
-                f'npgrad op "scipy::{name}": fun reads a tensor of shape '
-                f"{tuple(variable.shape)} that requires grad but is not among its arguments; "
-                f"expected every tensor it depends on among the params, so that its gradient is "
-                f"computed: pass it after the starting point and take it as an argument of fun "
-                f"(for a module: its parameters, with torch.func.functional_call)"
-            )
-        stack.extend(next_node for next_node, _ in node.next_functions)
+    plain = [a.detach() if isinstance(a, torch.Tensor) else a for a in args]
+    tracking = torch.is_grad_enabled()
+    with torch.enable_grad() if tracking else contextlib.nullcontext():
+        out = fun(*plain)
+    if not isinstance(out, torch.Tensor):
+        return
+    if (tracking and out.requires_grad) or forward_ad.unpack_dual(out).tangent is not None:
+        raise InputError(
+            f'npgrad op "scipy::{name}": fun reads a tensor that requires grad (or one of a '
+            f"torch.func transform, or a dual tensor) that is not among its arguments; "
+            f"expected every tensor it depends on among the params, so that its derivative "
+            f"is computed: pass it after the starting point and take it as an argument of fun "
+            f"(for a module: its parameters, with torch.func.functional_call)"
+        )

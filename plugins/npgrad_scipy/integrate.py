@@ -135,6 +135,9 @@ def solve_ivp(
         t_eval = torch.tensor(
             np.asarray(t_eval, dtype=np.float64), dtype=y0.dtype if floating else F64
         )
+    # t a plain number tensor: fun may branch on float(t).
+    moment, start = _time(_number(t0)), torch.as_tensor(y0).detach().to(F64)
+    refuse_captured("solve_ivp", lambda y, *ps: fun(moment, y, *ps), start, *params)
     return _solve_ivp(
         y0, t0, t_eval, *params, fun=fun, t_end=_number(t_end), method=method, adjoint=adjoint,
         scipy_options=options,
@@ -180,8 +183,6 @@ def _solve_ivp(
         )
     start = float(t0)
     n = y0.size
-    if not isinstance(fun, _Adjoint):
-        refuse_captured("solve_ivp", fun, _time(start), torch.from_numpy(y0), *tensors)
 
     # A last time of t_eval beyond t_end (a learned time, a finite difference) extends the
     # integration to it, instead of SciPy's refusal.
@@ -217,7 +218,8 @@ def _integrate(
         along_y = torch.func.jacrev(lambda v: system(_time(t), v))
         return along_y(torch.from_numpy(np.array(y))).detach().numpy()
 
-    if method.lower() in _IMPLICIT:
+    name = method if isinstance(method, str) else getattr(method, "__name__", "")
+    if name.lower() in _IMPLICIT:
         extra["jac"] = jacobian
     try:
         solution = scipy.integrate.solve_ivp(rhs, span, y0, method=method, **extra, **options)
@@ -305,6 +307,7 @@ def _checkpointed(
     n = ys.shape[0]
     rest = sum(tensors[k].numel() for k in wanted)
     options = _adjoint_options(scipy_options, 0, n + rest)
+    options_without_first_step = {k: v for k, v in scipy_options.items() if k != "first_step"}
     a, accumulated = np.zeros(n), np.zeros(rest)
     for k in reversed(range(times.size)):
         a = a + grads[:, k]
@@ -312,9 +315,10 @@ def _checkpointed(
         if here == back:
             continue
         y_back = ys[:, k - 1] if k else y0
+        # One stretch of t_eval: the forward's first_step may not fit in it.
         path = _integrate(
             lambda t, y: fun(t, y, *tensors), (back, here), np.array(y_back), method,
-            scipy_options, dense_output=True,
+            options_without_first_step, dense_output=True,
         )  # fmt: skip
 
         def adjoint(t: torch.Tensor, s: torch.Tensor, path: Any = path) -> torch.Tensor:

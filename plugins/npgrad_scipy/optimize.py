@@ -46,6 +46,10 @@ _STATIONARY = 1e-9
 # SciPy's methods that take Hessian-vector products, and those that take the Hessian.
 _HESSIAN_PRODUCTS = frozenset({"newton-cg", "trust-ncg", "trust-krylov", "trust-constr"})
 _HESSIANS = frozenset({"dogleg", "trust-exact"})
+# SciPy's methods that take no derivatives: fun's value alone.
+_GRADIENT_FREE = frozenset({"nelder-mead", "powell", "cobyla", "cobyqa"})
+# SciPy's root methods that take a Jacobian; the others take fun's values alone.
+_ROOT_JACOBIANS = frozenset({"hybr", "lm"})
 
 
 def minimize(
@@ -74,7 +78,9 @@ def minimize(
         >>> x.detach().round(decimals=6)
         tensor([ 1., -2.], dtype=torch.float64)
     """
+    _refuse_filled("minimize", options)
     _refuse_constraints("minimize", options)
+    refuse_captured("minimize", fun, _start(x0), *params)
     return _minimize(x0, *params, fun=fun, method=method, scipy_options=options)
 
 
@@ -111,6 +117,8 @@ def least_squares(
             f'npgrad op "scipy::least_squares": loss={options["loss"]!r}; expected "linear": '
             f"the implicit gradient differentiates the minimum of |fun|^2 / 2"
         )
+    _refuse_filled("least_squares", options)
+    refuse_captured("least_squares", fun, _start(x0), *params)
     return _least_squares(x0, *params, fun=fun, method=method, scipy_options=options)
 
 
@@ -132,10 +140,27 @@ def root(fun: Fun, x0: Any, *params: Any, method: str = "hybr", **options: Any) 
         >>> float(x.detach()), float(torch.autograd.grad(x.sum(), a)[0])  # sqrt(a), 1 / (2 sqrt(a))
         (2.0, 0.25)
     """
+    _refuse_filled("root", options)
+    refuse_captured("root", fun, _start(x0), *params)
     return _root(x0, *params, fun=fun, method=method, scipy_options=options)
 
 
 # --- the ops -----------------------------------------------------------------------------
+
+
+def _start(x0: Any) -> torch.Tensor:
+    if isinstance(x0, torch.Tensor):
+        return x0.detach().to(torch.float64)
+    return torch.tensor(np.asarray(x0, dtype=np.float64))
+
+
+def _refuse_filled(name: str, options: dict[str, Any]) -> None:
+    for key, why in (
+        ("jac", "torch's exact derivatives of fun are used"),
+        ("args", "pass the arguments after x0, as (fun, x0, *params), to get their gradients"),
+    ):
+        if key in options:
+            raise InputError(f'npgrad op "scipy::{name}": got {key}=; expected none: {why}')
 
 
 def _refuse_constraints(name: str, options: dict[str, Any]) -> None:
@@ -150,6 +175,36 @@ def _refuse_constraints(name: str, options: dict[str, Any]) -> None:
 
 def _value(fun: Fun, x: torch.Tensor, params: list[Any]) -> torch.Tensor:
     return fun(x, *params)
+
+
+def _scalar(fun: Fun) -> Fun:
+    """``fun`` with a one-element tensor result as a 0-d tensor; anything else refused."""
+
+    def scalar(x: torch.Tensor, *params: Any) -> torch.Tensor:
+        value = fun(x, *params)
+        if not isinstance(value, torch.Tensor) or value.numel() != 1:
+            got = tuple(value.shape) if isinstance(value, torch.Tensor) else type(value).__name__
+            raise InputError(
+                f'npgrad op "scipy::minimize": fun returned {got}; expected a scalar tensor '
+                f"(one element): the value to minimise"
+            )
+        return value.reshape(())
+
+    return scalar
+
+
+def _solved(result: Any, residual: Array, initial: Array) -> bool:
+    """Whether a point SciPy flagged unconverged solves its condition to working precision.
+
+    Its residual (gradient, or fun for a root) must be tiny against the residual at x0 (the
+    problem's own scale, whatever constant f carries), and SciPy must have stopped for
+    precision, not at a limit of iterations or evaluations.
+    """
+    message = str(result.message).lower()
+    if "maximum" in message or "max" in message.split() or "exceeded" in message:
+        return False
+    scale = float(np.max(np.abs(initial), initial=0.0))
+    return float(np.max(np.abs(residual), initial=0.0)) <= _STATIONARY * scale
 
 
 def _converged(name: str, result: Any, stationary: bool = False) -> Array:
@@ -176,7 +231,7 @@ def _minimize(
     tensors = as_tensors(params)
     x0 = np.asarray(x0, dtype=np.float64)
     shape = x0.shape
-    refuse_captured("minimize", fun, torch.tensor(x0), *tensors)
+    fun = _scalar(fun)
 
     # Reverse mode only: the forward may run inside a level of forward-mode AD (gradcheck's
     # forward check), which torch cannot nest.
@@ -202,22 +257,24 @@ def _minimize(
         return matrix.reshape(flat.size, flat.size).numpy()
 
     # Second-order methods get torch's exact Hessian (products, or the matrix).
-    second = {}
-    chosen = (method or "").lower()
+    second: dict[str, Any] = {}
+    chosen = method.lower() if isinstance(method, str) else ""
     if chosen in _HESSIAN_PRODUCTS and "hessp" not in scipy_options:
         second["hessp"] = hessian_product
     elif chosen in _HESSIANS and "hess" not in scipy_options:
         second["hess"] = hessian
-    result = scipy.optimize.minimize(
-        value_and_gradient,
-        np.array(x0, dtype=np.float64).ravel(),
-        jac=True,
-        method=method,
-        **second,
-        **scipy_options,
-    )
-    value, gradient = value_and_gradient(np.asarray(result.x))
-    stationary = float(np.max(np.abs(gradient), initial=0.0)) <= _STATIONARY * max(1, abs(value))
+    start = np.array(x0, dtype=np.float64).ravel()
+    if chosen in _GRADIENT_FREE:
+        result = scipy.optimize.minimize(
+            lambda flat: value_and_gradient(flat)[0], start, method=method, **scipy_options
+        )
+    else:
+        result = scipy.optimize.minimize(
+            value_and_gradient, start, jac=True, method=method, **second, **scipy_options
+        )
+    _, gradient = value_and_gradient(np.asarray(result.x))
+    _, initial = value_and_gradient(start)
+    stationary = _solved(result, gradient, initial)
     return _converged("minimize", result, stationary).reshape(shape)
 
 
@@ -232,7 +289,9 @@ def _(
     outputs: torch.Tensor,
     needs_input_grad: tuple[bool, ...],
 ) -> tuple[Any, ...]:
-    return _stationary_gradients("minimize", fun, grad, x0, params, outputs, needs_input_grad)
+    return _stationary_gradients(
+        "minimize", _scalar(fun), grad, x0, params, outputs, needs_input_grad
+    )
 
 
 @npgrad.op("scipy::least_squares")
@@ -242,7 +301,6 @@ def _least_squares(
     tensors = as_tensors(params)
     x0 = np.asarray(x0, dtype=np.float64)
     shape = x0.shape
-    refuse_captured("least_squares", fun, torch.tensor(x0), *tensors)
 
     def residuals(flat: Array) -> Array:
         x = torch.tensor(flat.reshape(shape), dtype=torch.float64)
@@ -285,22 +343,32 @@ def _root(x0: Array, *params: Array, fun: Fun, method: str, scipy_options: dict[
     tensors = as_tensors(params)
     x0 = np.asarray(x0, dtype=np.float64)
     shape = x0.shape
-    refuse_captured("root", fun, torch.tensor(x0), *tensors)
+
+    def values(flat: Array) -> Array:
+        x = torch.tensor(flat.reshape(shape), dtype=torch.float64)
+        with torch.no_grad():
+            value = _value(fun, x, tensors).reshape(-1)
+        if value.numel() != flat.size:
+            raise InputError(
+                f'npgrad op "scipy::root": fun returned {value.numel()} values for x of '
+                f"{flat.size}; expected as many values as unknowns (a square system); for an "
+                f"over- or underdetermined one use least_squares"
+            )
+        return value.numpy()
 
     def values_and_jacobian(flat: Array) -> tuple[Array, Array]:
         x = torch.tensor(flat.reshape(shape), dtype=torch.float64)
-        with torch.no_grad():
-            values = _value(fun, x, tensors).reshape(-1)
         full = torch.func.jacrev(lambda v: _value(fun, v, tensors).reshape(-1))(x)
-        return values.numpy(), full.reshape(values.numel(), -1).numpy()
+        return values(flat), full.reshape(flat.size, -1).numpy()
 
-    result = scipy.optimize.root(
-        values_and_jacobian, np.array(x0, dtype=np.float64).ravel(), jac=True, method=method,
-        **scipy_options,
-    )  # fmt: skip
-    values, _ = values_and_jacobian(np.asarray(result.x))
-    scale = max(1.0, float(np.max(np.abs(result.x), initial=0.0)))
-    stationary = float(np.max(np.abs(values), initial=0.0)) <= _STATIONARY * scale
+    start = np.array(x0, dtype=np.float64).ravel()
+    if isinstance(method, str) and method.lower() in _ROOT_JACOBIANS:
+        result = scipy.optimize.root(
+            values_and_jacobian, start, jac=True, method=method, **scipy_options
+        )
+    else:
+        result = scipy.optimize.root(values, start, method=method, **scipy_options)
+    stationary = _solved(result, values(np.asarray(result.x)), values(start))
     return _converged("root", result, stationary).reshape(shape)
 
 
@@ -324,7 +392,14 @@ def _(
 
     jacobian = torch.func.jacrev(lambda v: values(v, *tensors))(x).reshape(x.numel(), x.numel())
     # J_x^T v = g: torch's solve, differentiable again.
-    v = torch.linalg.solve(jacobian.mT, grad.to(torch.float64).reshape(-1))
+    try:
+        v = torch.linalg.solve(jacobian.mT, grad.to(torch.float64).reshape(-1))
+    except RuntimeError as error:  # torch's LinAlgError: a singular Jacobian
+        raise ConvergenceError(
+            f'npgrad op "scipy::root": the Jacobian of fun in x is singular at the root '
+            f"({error}), so the root does not move smoothly with the parameters and has no "
+            f"implicit gradient; check the problem (a double root, a redundant equation)"
+        ) from None
     return (_zero_for(x0), *_pulled_back(values, x, tensors, wanted, v))
 
 
@@ -415,8 +490,9 @@ def _stationary_gradients(
             raise NotTwiceDifferentiableError(
                 f'npgrad op "scipy::{name}": x has {x.numel()} elements, more than {_DENSE}: '
                 f"its implicit gradient is solved by conjugate gradients, exact to first order "
-                f"in reverse mode only; asked for a derivative of the gradient or forward mode. "
-                f"Solve a smaller problem, or differentiate once"
+                f"in reverse mode only; asked for a derivative of the gradient, forward mode, or a "
+                f"gradient inside a torch.func transform. Solve a smaller problem, or "
+                f"differentiate once with .backward() or torch.autograd.grad"
             )
         with torch.no_grad():
             v = _conjugate_gradients(name, hessian_times, b)
@@ -426,7 +502,11 @@ def _stationary_gradients(
 def _positive_definite_solve(name: str, hessian: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
     """Solve H v = b by Cholesky, refusing a Hessian that is not positive definite."""
     factor, info = torch.linalg.cholesky_ex((hessian + hessian.mT) / 2)
-    if int(info) != 0:
+    # A flat direction can pass Cholesky on rounding alone: a pivot that small against the
+    # Hessian's scale is a zero curvature.
+    pivots = torch.diagonal(factor.detach()) ** 2
+    scale = float(hessian.detach().abs().max()) if hessian.numel() else 0.0
+    if int(info) != 0 or (pivots.numel() and float(pivots.min()) <= 1e-12 * scale):
         raise ConvergenceError(
             f'npgrad op "scipy::{name}": the Hessian at the solution is not positive definite, '
             f"so the solution is no strict minimum and has no implicit gradient; check the "

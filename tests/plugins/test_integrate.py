@@ -227,7 +227,7 @@ def test_failures_and_refusals_are_named() -> None:
     # A tensor read from outside fun's arguments would get no gradient: refused.
     with pytest.raises(
         npgrad.errors.InputError,
-        match=r"fun reads a tensor of shape \(\) that requires grad but is not among its",
+        match=r"fun reads a tensor that requires grad \(or one of a torch.func transform",
     ):
         solve_ivp(lambda t, y: -k * y, (0, 1), [1.0], t_eval=[1.0])
     # y' = y^2 from y(0) = 1 blows up at t = 1.
@@ -251,3 +251,36 @@ def test_both_adjoints_agree_with_the_closed_form() -> None:
             torch.testing.assert_close(g, e, rtol=1e-8, atol=1e-9)
     with pytest.raises(npgrad.errors.InputError, match=r"adjoint='exact'; expected \"checkp"):
         solve_ivp(oscillator, (0, 6), y0, w, t_eval=t, adjoint="exact")
+
+
+def test_a_tensor_captured_inside_a_torch_func_transform_is_refused() -> None:
+    y0 = torch.tensor([1.0, 2.0], dtype=F64)
+
+    def loss(k: torch.Tensor) -> torch.Tensor:
+        return solve_ivp(lambda t, y: -k * y, (0, 2), y0, t_eval=[1.0, 2.0]).sum()
+
+    with pytest.raises(
+        npgrad.errors.InputError,
+        match=r"fun reads a tensor that requires grad \(or one of a torch.func",
+    ):
+        torch.func.grad(loss)(torch.tensor(0.5, dtype=F64))
+    # Passed as a parameter, the same loss is differentiated.
+    g = torch.func.grad(
+        lambda k: solve_ivp(decay, (0, 2), y0, k, t_eval=[1.0, 2.0], **TIGHT).sum()
+    )(torch.tensor(0.5, dtype=F64))
+    expected = -(y0.sum() * (math.exp(-0.5) + 2 * math.exp(-1.0)))
+    torch.testing.assert_close(g, expected.to(F64), rtol=1e-8, atol=1e-10)
+
+
+def test_scipys_method_classes_first_step_and_a_branch_on_t() -> None:
+    k = leaf(0.5)
+
+    # A branch on float(t), a method given as SciPy's class, a first_step longer than a stretch.
+    def switched(t: torch.Tensor, y: torch.Tensor, k: torch.Tensor) -> torch.Tensor:
+        return -k * y if float(t) < 10 else -2 * k * y
+
+    y = solve_ivp(switched, (0, 1), torch.ones(1, dtype=F64), k,
+                  t_eval=torch.linspace(0.1, 1, 10, dtype=F64), method=scipy.integrate.Radau,
+                  first_step=0.5, **TIGHT)  # fmt: skip
+    (g,) = torch.autograd.grad(y[0, -1], k)
+    torch.testing.assert_close(g, torch.tensor(-math.exp(-0.5), dtype=F64), rtol=1e-7, atol=0)

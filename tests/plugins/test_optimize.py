@@ -151,8 +151,8 @@ def test_a_tensor_read_from_outside_fun_is_refused_not_given_a_zero_gradient() -
     ):
         with pytest.raises(
             npgrad.errors.InputError,
-            match=r"fun reads a tensor of shape \(2,\) that requires grad but is not among its "
-            r"arguments; expected every tensor it depends on among the params",
+            match=r"fun reads a tensor that requires grad \(or one of a torch.func transform, or a "
+            r"dual tensor\) that is not among its arguments; expected every tensor it depends",
         ):
             solve(fun, torch.zeros(2, dtype=F64))
 
@@ -160,3 +160,65 @@ def test_a_tensor_read_from_outside_fun_is_refused_not_given_a_zero_gradient() -
 def test_numbers_and_integers_as_parameters() -> None:
     x = minimize(lambda x, n, c: ((x - n * c) ** 2).sum(), torch.zeros(2, dtype=F64), 3, 0.5)
     torch.testing.assert_close(x, torch.full((2,), 1.5, dtype=F64))
+
+
+def test_no_gradient_of_a_point_that_is_not_the_solution() -> None:
+    a = torch.tensor(1.0, dtype=F64, requires_grad=True)
+
+    def offset(x, a, off):
+        return rosenbrock(x, a, torch.tensor(100.0, dtype=F64)) + off
+
+    # A large constant in f must not make an iteration limit look converged.
+    with pytest.raises(npgrad.errors.ConvergenceError, match=r"SciPy did not converge: Max"):
+        minimize(offset, torch.tensor([-1.2, 1.0], dtype=F64), a, 1e12, options={"maxiter": 5})
+    # Nor a small scale of fun a root finder's limit.
+    with pytest.raises(npgrad.errors.ConvergenceError, match=r'"scipy::root": SciPy did not'):
+        root(lambda x, a: 1e-10 * (x**2 - a), torch.ones(1, dtype=F64), 4 * a, method="lm",
+             options={"maxiter": 2})  # fmt: skip
+    # A line of minimisers: the Hessian [[2, 2], [2, 2]] is singular, however Cholesky rounds.
+    c = torch.tensor(1.0, dtype=F64, requires_grad=True)
+    x = minimize(lambda x, c: (x[0] + x[1] - c) ** 2, torch.tensor([0.3, -0.2], dtype=F64), c)
+    with pytest.raises(npgrad.errors.ConvergenceError, match=r"not positive definite"):
+        torch.autograd.grad(x[0], c)
+    # A double root: a singular Jacobian.
+    x = root(lambda x, a: torch.stack([x[0] + x[1] - a, 2 * x[0] + 2 * x[1] - 2 * a]),
+             torch.zeros(2, dtype=F64), a, method="lm")  # fmt: skip
+    with pytest.raises(npgrad.errors.ConvergenceError, match=r"the Jacobian of fun in x is sing"):
+        torch.autograd.grad(x.sum(), a)
+
+
+def test_scipys_other_methods_and_spellings() -> None:
+    p = torch.tensor([2.0, 10.0], dtype=F64, requires_grad=True)
+    for method in ("krylov", "broyden1", "df-sane"):
+        x = root(lambda x, p: x**3 + x - p, torch.ones(2, dtype=F64), p, method=method,
+                 tol=1e-12)  # fmt: skip
+        (g,) = torch.autograd.grad(x.sum(), p)
+        torch.testing.assert_close(g, 1 / (3 * x.detach() ** 2 + 1), rtol=1e-6, atol=1e-8)
+    c = torch.tensor([1.0, -2.0], dtype=F64, requires_grad=True)
+    for method in ("Nelder-Mead", "Powell", "BFGS", "L-BFGS-B", "CG"):
+        x = minimize(lambda x, c: ((x - c) ** 2).sum(), torch.zeros(2, dtype=F64), c,
+                     method=method, tol=1e-12)  # fmt: skip
+        torch.testing.assert_close(x, c.detach(), rtol=1e-5, atol=1e-5)
+    # A one-element tensor is the scalar SciPy wants; a vector is refused.
+    x = minimize(lambda x, c: ((x - c) ** 2).sum().reshape(1), torch.zeros(2, dtype=F64), c)
+    (g,) = torch.autograd.grad(x.sum(), c)
+    torch.testing.assert_close(g, torch.ones(2, dtype=F64))
+    with pytest.raises(npgrad.errors.InputError, match=r"fun returned \(2,\); expected a scalar"):
+        minimize(lambda x: x**2, torch.zeros(2, dtype=F64))
+    with pytest.raises(npgrad.errors.InputError, match=r"fun returned 3 values for x of 2"):
+        root(lambda x: torch.cat([x, x[:1]]), torch.zeros(2, dtype=F64))
+    with pytest.raises(npgrad.errors.InputError, match=r'"scipy::minimize": got jac=; expected'):
+        minimize(lambda x: (x**2).sum(), torch.zeros(2, dtype=F64), jac="3-point")
+    with pytest.raises(npgrad.errors.InputError, match=r"got args=; expected none: pass the"):
+        least_squares(lambda x, c: x - c, torch.zeros(2, dtype=F64), args=(c,))
+
+
+def test_a_tensor_captured_inside_a_torch_func_transform_is_refused() -> None:
+    with pytest.raises(
+        npgrad.errors.InputError,
+        match=r"fun reads a tensor that requires grad \(or one of a torch.func",
+    ):
+        torch.func.grad(lambda c: minimize(lambda x: ((x - c) ** 2).sum(),
+                                           torch.zeros(2, dtype=F64)).sum())(
+            torch.tensor([1.0, 2.0], dtype=F64)
+        )  # fmt: skip
