@@ -20,7 +20,7 @@ $(BIN)/python:
 $(STAMP): $(BIN)/python pyproject.toml
 	$(BIN)/python -m pip install --quiet --upgrade pip
 	$(BIN)/python -m pip install --quiet "$(TORCH_PIN)"
-	$(BIN)/python -m pip install --quiet -e ".[test,lint,plot,docs]" "$(TORCH_PIN)"
+	$(BIN)/python -m pip install --quiet -e ".[test,lint,plot,docs,dask]" "$(TORCH_PIN)"
 	touch $(STAMP)
 
 demo: $(STAMP)
@@ -43,7 +43,7 @@ $(LATEST_STAMP): pyproject.toml
 	$(PYTHON) -m venv $(LATEST_VENV)
 	$(LATEST_VENV)/bin/python -m pip install --quiet --upgrade pip
 	$(LATEST_VENV)/bin/python -m pip install --quiet "$(LATEST_TORCH_PIN)"
-	$(LATEST_VENV)/bin/python -m pip install --quiet -e ".[test,plot]" "$(LATEST_TORCH_PIN)"
+	$(LATEST_VENV)/bin/python -m pip install --quiet -e ".[test,plot,dask]" "$(LATEST_TORCH_PIN)"
 	touch $(LATEST_STAMP)
 
 test-latest-torch: $(LATEST_STAMP)

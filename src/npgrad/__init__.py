@@ -1,5 +1,6 @@
 """npgrad: NumPy/SciPy forward and backward functions as first-class PyTorch ops."""
 
+from npgrad._executors import executor
 from npgrad._layer import Layer
 from npgrad._op import Op, get, op, ops
 from npgrad._threads import num_threads, parallel_map
@@ -16,6 +17,7 @@ __all__ = [
     "Op",
     "__version__",
     "check",
+    "executor",
     "get",
     "load_plugins",
     "num_threads",

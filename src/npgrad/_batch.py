@@ -2,8 +2,8 @@
 
 ``"(m,n),(n)->(m)"`` names each input's and output's core dims; whatever leads them is batch,
 broadcast across inputs as in NumPy. A function written for core dims alone is looped over the
-broadcast batch (on npgrad's threads), and the output shapes follow from the signature whenever
-every output dim is named by an input.
+broadcast batch (on npgrad's threads, or the executor `npgrad.executor` gives), and the output
+shapes follow from the signature whenever every output dim is named by an input.
 """
 
 from __future__ import annotations
@@ -18,6 +18,7 @@ from typing import Any
 
 import numpy as np
 
+from npgrad import _executors
 from npgrad._threads import parallel_map
 from npgrad.errors import DefinitionError, InputError, OutputError
 
@@ -162,11 +163,12 @@ def loop(
     # Every array as (count, *core): a view (a broadcast one for an input short of batch dims;
     # only flattening several broadcast batch dims copies). Iterating those in `map` costs less
     # per element than any Python loop.
+    pool = _executors.current(op)
     columns: list[Any] = []
     per_call = 0
     for a, core in zip(arrays, cores, strict=True):
         if not isinstance(a, np.ndarray):
-            columns.append(itertools.repeat(a, count))
+            columns.append(itertools.repeat(a, count) if pool is None else a)
             continue
         core_shape = a.shape[a.ndim - len(core) :]
         per_call += math.prod(core_shape)
@@ -179,7 +181,12 @@ def loop(
     call = functools.partial(fn, **config) if config else fn
     # Threads pay off when each call has real work (and releases the GIL); for small core
     # shapes the hand-off costs more than the call, so those run in a plain loop.
-    if per_call >= _THREADED_CALL:
+    if pool is not None:
+        # An executor chosen by the caller runs every batch, small or not: its elements are
+        # GIL-bound Python more often than large arrays.
+        parts = [(c, True) if isinstance(c, np.ndarray) else (c, False) for c in columns]
+        results = _executors.run(call, parts, count, pool, op, batch)
+    elif per_call >= _THREADED_CALL:
         results = parallel_map(lambda args: call(*args), zip(*columns, strict=True))
     else:
         results = []

@@ -24,7 +24,7 @@ from typing import Any
 
 import numpy as np
 
-from npgrad import _batch
+from npgrad import _batch, _executors
 from npgrad._rules import Rule, Rules
 from npgrad._threads import parallel_map
 from npgrad.errors import DefinitionError, InputError
@@ -276,6 +276,12 @@ def _evaluate_many(
             args[position] = copy
             return tuple(np.asarray(o) for o in _as_tuple(rules.forward(*args, **config)))
 
+        pool = _executors.current(rules.name)
+        if pool is not None:
+            found: list[tuple[Array, ...]] = _executors.run(
+                one, [(copies, True)], len(copies), pool, rules.name, (len(copies),)
+            )
+            return found
         return parallel_map(one, copies)
     # The copies as one more batch dim, in front of every input's batch dims: one call per
     # chunk.

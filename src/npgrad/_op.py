@@ -7,9 +7,10 @@ import functools
 import importlib
 import inspect
 from collections.abc import Callable, Sequence
+from concurrent.futures import Executor
 from typing import Any, TypeVar
 
-from npgrad import _companions, _library, _numerical, _registry
+from npgrad import _companions, _executors, _library, _numerical, _registry
 from npgrad._dispatch import Core
 from npgrad._rules import Rule, define, rule
 from npgrad.errors import DefinitionError, UnknownOpError
@@ -44,6 +45,7 @@ class Op(Core):
         signature: str | None = None,
         vectorized: bool = False,
         nondifferentiable: Sequence[str | int] = (),
+        executor: Executor | None = None,
     ) -> None:
         rules = define(
             name,
@@ -60,6 +62,7 @@ class Op(Core):
         # Registered first: a taken name must fail before anything is built or defined.
         self._rules = rules
         _registry.register(self)
+        _executors.assign(name, executor)
         super().__init__(rules)
         self.name = name
         self.forward = forward
@@ -421,6 +424,7 @@ def op(
     signature: str | None = None,
     vectorized: bool = False,
     nondifferentiable: Sequence[str | int] = (),
+    executor: Executor | None = None,
 ) -> Callable[[Callable[..., Any]], Op]:
     """Make a NumPy function a differentiable torch op registered under ``name``.
 
@@ -439,6 +443,11 @@ def op(
             as JAX's ``nondiff_argnums``: an order, a width, a sigma. Asking for their
             gradient or tangent is an error naming them; `Layer` holds them as buffers;
             `check` leaves them constant.
+        executor: a `concurrent.futures.Executor` that runs this op's batch loop (forward,
+            backward, jvp, numerical gradients), whatever `npgrad.executor` block it is
+            called in: a ``ProcessPoolExecutor`` for GIL-bound code, a Dask
+            ``Client.get_executor()`` for a cluster. None (the default): the block's, else
+            npgrad's threads.
 
     Examples:
         >>> import numpy as np, torch, npgrad
@@ -461,6 +470,7 @@ def op(
             signature=signature,
             vectorized=vectorized,
             nondifferentiable=nondifferentiable,
+            executor=executor,
         )
 
     return decorate

@@ -11,6 +11,7 @@ __all__ = [
     "CheckError",
     "ConvergenceError",
     "DefinitionError",
+    "ExecutorError",
     "GradientError",
     "InputError",
     "MissingBackwardError",
@@ -19,6 +20,7 @@ __all__ = [
     "NpgradError",
     "OutputError",
     "PluginWarning",
+    "SerializationError",
     "UnknownOpError",
 ]
 
@@ -61,6 +63,14 @@ class NotTwiceDifferentiableError(NpgradError, RuntimeError):
 
 class ConvergenceError(NpgradError, RuntimeError):
     """A solver (optimiser, root finder, integrator, linear solve) did not converge."""
+
+
+class ExecutorError(NpgradError, RuntimeError):
+    """An executor running an op's batch loop lost a worker or failed to return its results."""
+
+
+class SerializationError(NpgradError, TypeError):
+    """An op's function or inputs could not be pickled to send them to an executor's workers."""
 
 
 class CheckError(NpgradError, AssertionError):
