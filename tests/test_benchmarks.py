@@ -70,3 +70,11 @@ def test_numerical_benchmark_runs() -> None:
     out = run("numerical.py", "--points", "8").stdout
     for case in ("forward", "central", "complex-step", "noise 1e-8"):
         assert case in out
+
+
+def test_executors_benchmark_runs() -> None:
+    out = run(
+        "executors.py", "--ms", "0.2", "--batch", "8", "--repeats", "1", "--sizes", "0.1"
+    ).stdout
+    for name in ("1 thread", "2 threads", "2 processes", "goal: 2 processes"):
+        assert name in out

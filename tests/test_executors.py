@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 import types
 from collections.abc import Iterator
-from concurrent.futures import Executor, ProcessPoolExecutor, ThreadPoolExecutor
+from concurrent.futures import Executor, Future, ProcessPoolExecutor, ThreadPoolExecutor
 from typing import Any
 
 import numpy as np
@@ -83,6 +83,8 @@ def cluster() -> Iterator[Executor]:
             threads_per_worker=1,
             dashboard_address=None,
             host="127.0.0.1",
+            # No dashboard, and its HTTP server on a free loopback port, not 8787.
+            scheduler_kwargs={"dashboard": False, "dashboard_address": "127.0.0.1:0"},
         ) as local,
         distributed.Client(local) as client,
     ):
@@ -181,13 +183,26 @@ def test_thread_exception_names_op_and_index(threads: ThreadPoolExecutor) -> Non
     )
 
 
+def _call_dies(pool: Executor) -> BaseException | None:
+    with npgrad.executor(pool):
+        try:
+            dies(torch.arange(8.0))
+        except Exception as error:
+            return error
+    return None
+
+
 @pytest.mark.slow
 def test_killed_worker_is_an_npgrad_error() -> None:
-    dead = pytest.raises(ExecutorError, match='npgrad op "test_executors::dies": ')
-    with ProcessPoolExecutor(2) as pool, npgrad.executor(pool), dead as raised:
-        dies(torch.arange(8.0))
-    assert isinstance(raised.value, NpgradError)
-    assert "a worker died" in str(raised.value)
+    with ProcessPoolExecutor(2) as pool, ThreadPoolExecutor(1) as caller:
+        # On a thread with a deadline: a hang fails the test instead of stalling the suite.
+        error = caller.submit(_call_dies, pool).result(timeout=60)
+    assert isinstance(error, ExecutorError)
+    assert isinstance(error, NpgradError)
+    message = str(error)
+    assert message.startswith('npgrad op "test_executors::dies": the executor ')
+    assert "a worker died" in message
+    assert "npgrad.executor(None)" in message
 
 
 @pytest.mark.slow
@@ -227,7 +242,7 @@ def test_function_from_a_main_like_namespace(processes: ProcessPoolExecutor) -> 
     torch.testing.assert_close(got, 2.0 * torch.cumsum(x, dim=1))
 
 
-def test_unpicklable_config_is_a_serialization_error(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_unpicklable_config_is_a_serialization_error() -> None:
     class Remote(Executor):
         """Stands for a process pool: anything not a ThreadPoolExecutor is pickled."""
 
@@ -259,3 +274,34 @@ def test_not_an_executor_is_refused() -> None:
     refused = pytest.raises(TypeError, match=r"expected a concurrent\.futures\.Executor")
     with refused, npgrad.executor(4):  # type: ignore[arg-type]
         pass
+
+
+@pytest.mark.slow
+def test_dask_lost_worker_is_an_npgrad_error(cluster: Executor) -> None:
+    # Last in the module: it kills the cluster's workers (their nannies restart them).
+    with ThreadPoolExecutor(1) as caller:
+        error = caller.submit(_call_dies, cluster).result(timeout=120)
+    assert isinstance(error, ExecutorError)
+    assert 'npgrad op "test_executors::dies"' in str(error)
+
+
+def test_keyboard_interrupt_cancels_the_outstanding_chunks() -> None:
+    class Interrupted(Executor):
+        """A pool whose first chunk is interrupted (Ctrl-C) while the others wait their turn."""
+
+        def __init__(self) -> None:
+            self._max_workers = 2
+            self.futures: list[Future[Any]] = []
+
+        def submit(self, fn: Any, /, *args: Any, **kwargs: Any) -> Future[Any]:
+            future: Future[Any] = Future()
+            if not self.futures:
+                future.set_exception(KeyboardInterrupt())
+            self.futures.append(future)
+            return future
+
+    pool = Interrupted()
+    with npgrad.executor(pool), pytest.raises(KeyboardInterrupt):
+        poly(torch.ones(8, 2))
+    assert len(pool.futures) == 4
+    assert all(future.cancelled() for future in pool.futures[1:])

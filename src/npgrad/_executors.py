@@ -2,7 +2,7 @@
 
 Threads suit code that releases the GIL. For pure-Python (GIL-bound) elements a
 ``ProcessPoolExecutor`` (or loky's) or a Dask cluster's ``Client.get_executor()`` runs them in
-other processes: the batch is cut into a few chunks per worker, each chunk travels once as the
+other processes: the batch is cut into two chunks per worker, each chunk travels once as the
 element function plus its slice of the arrays (pickled with cloudpickle, so functions from
 ``__main__`` or a notebook work), and the results come back in order.
 """
@@ -22,10 +22,11 @@ import numpy as np
 
 from npgrad.errors import ExecutorError, SerializationError
 
-# Chunks per worker: more than one, so a slow chunk does not leave the other workers idle at
-# the end; few, so each chunk's pickling and scheduling (about 1 ms on a process pool, a few
-# ms on a Dask cluster; see benchmarks/executors.py) stays small beside its work.
-_CHUNKS_PER_WORKER = 4
+# Chunks per worker: two, so a slow chunk leaves the other workers idle for half a share at
+# most; no more, since each chunk costs its pickling and scheduling (measured by
+# benchmarks/executors.py: about 0.3-0.5 ms on a process pool, 2.5-3.5 ms on a local Dask
+# cluster), which elements under about 0.3 ms (processes) or 1 ms (Dask) do not repay.
+_CHUNKS_PER_WORKER = 2
 
 
 class _Inline:
