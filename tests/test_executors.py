@@ -61,6 +61,14 @@ def numeric(x: np.ndarray) -> np.ndarray:
 numeric.numerical_gradient()
 
 
+@npgrad.op("test_executors::numeric_whole")
+def numeric_whole(x: np.ndarray) -> np.ndarray:
+    return np.cumsum(np.sin(x))
+
+
+numeric_whole.numerical_gradient()
+
+
 @pytest.fixture(scope="module")
 def processes() -> Iterator[ProcessPoolExecutor]:
     with ProcessPoolExecutor(2) as pool:
@@ -150,6 +158,17 @@ def test_numerical_gradient_on_processes(processes: ProcessPoolExecutor) -> None
     (expected,) = torch.autograd.grad(numeric(x).sum(), x)
     with npgrad.executor(processes):
         (got,) = torch.autograd.grad(numeric(x).sum(), x)
+    torch.testing.assert_close(got, expected, rtol=0, atol=0)
+
+
+@pytest.mark.parametrize("kind", ["threads", pytest.param("processes", marks=pytest.mark.slow)])
+def test_numerical_gradient_without_signature(kind: str, request: pytest.FixtureRequest) -> None:
+    # Its perturbed evaluations are the items of the map, not elements of a batch.
+    pool = request.getfixturevalue(kind)
+    x = torch.linspace(0.1, 0.9, 5, dtype=torch.float64).requires_grad_()
+    (expected,) = torch.autograd.grad(numeric_whole(x).sum(), x)
+    with npgrad.executor(pool):
+        (got,) = torch.autograd.grad(numeric_whole(x).sum(), x)
     torch.testing.assert_close(got, expected, rtol=0, atol=0)
 
 
