@@ -322,5 +322,5 @@ def test_keyboard_interrupt_cancels_the_outstanding_chunks() -> None:
     pool = Interrupted()
     with npgrad.executor(pool), pytest.raises(KeyboardInterrupt):
         poly(torch.ones(8, 2))
-    assert len(pool.futures) == 4
+    assert len(pool.futures) == 2  # a remote engine: one chunk per worker
     assert all(future.cancelled() for future in pool.futures[1:])

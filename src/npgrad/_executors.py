@@ -2,9 +2,10 @@
 
 Threads suit code that releases the GIL. For pure-Python (GIL-bound) elements a
 ``ProcessPoolExecutor`` (or loky's) or a Dask cluster's ``Client.get_executor()`` runs them in
-other processes: the batch is cut into two chunks per worker, each chunk travels once as the
-element function plus its slice of the arrays (pickled with cloudpickle, so functions from
-``__main__`` or a notebook work), and the results come back in order.
+other processes: the batch is cut into two chunks per worker (one on a remote engine), each
+chunk travels once as the element function plus its slice of the arrays (pickled with
+cloudpickle, so functions from ``__main__`` or a notebook work), and the results come back in
+order.
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ import os
 import pickle
 import traceback
 from collections.abc import Callable, Iterator, Sequence
-from concurrent.futures import Executor, Future, ThreadPoolExecutor
+from concurrent.futures import Executor, Future, ProcessPoolExecutor, ThreadPoolExecutor
 from contextvars import ContextVar
 from typing import Any
 
@@ -27,6 +28,8 @@ from npgrad.errors import ExecutorError, SerializationError
 # benchmarks/executors.py: about 0.3-0.5 ms on a process pool, 2.5-3.5 ms on a local Dask
 # cluster), which elements under about 0.3 ms (processes) or 1 ms (Dask) do not repay.
 _CHUNKS_PER_WORKER = 2
+# Executors of this machine's threads or processes; any other is taken for a remote engine.
+_LOCAL = (ThreadPoolExecutor, ProcessPoolExecutor)
 
 
 class _Inline:
@@ -118,7 +121,9 @@ def run(
     ``parts`` holds each argument as ``(value, sliced)``: a sequence indexed by element when
     ``sliced``, else one value passed to every element.
     """
-    chunks = max(1, min(count, _CHUNKS_PER_WORKER * _workers(pool)))
+    # A remote engine (a Dask cluster) costs milliseconds a chunk: one chunk per worker there.
+    per_worker = _CHUNKS_PER_WORKER if isinstance(pool, _LOCAL) else 1
+    chunks = max(1, min(count, per_worker * _workers(pool)))
     bounds = [(k * count // chunks, (k + 1) * count // chunks) for k in range(chunks)]
     local = isinstance(pool, ThreadPoolExecutor)
     futures: list[Future[Any]] = []
