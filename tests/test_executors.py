@@ -138,6 +138,29 @@ def test_processes_match_threads(processes: ProcessPoolExecutor) -> None:
     _same_as_threads(processes)
 
 
+@pytest.fixture(scope="module")
+def loky_pool() -> Iterator[Executor]:
+    loky = pytest.importorskip("loky")
+    pool = loky.ProcessPoolExecutor(2)
+    yield pool
+    pool.shutdown()
+
+
+@pytest.mark.slow
+def test_loky_matches_threads(loky_pool: Executor) -> None:
+    _same_as_threads(loky_pool)
+    # loky's pool is this machine's processes: two chunks per worker, as a ProcessPoolExecutor.
+    assert _executors._is_local(loky_pool)
+
+
+@pytest.mark.slow
+def test_loky_killed_worker_is_an_npgrad_error(loky_pool: Executor) -> None:
+    with ThreadPoolExecutor(1) as caller:
+        error = caller.submit(_call_dies, loky_pool).result(timeout=60)
+    assert isinstance(error, ExecutorError)
+    assert str(error).startswith('npgrad op "test_executors::dies": the executor ')
+
+
 @pytest.mark.slow
 def test_dask_cluster_matches_threads(cluster: Executor) -> None:
     _same_as_threads(cluster)

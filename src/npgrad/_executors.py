@@ -30,6 +30,8 @@ from npgrad.errors import ExecutorError, SerializationError
 _CHUNKS_PER_WORKER = 2
 # Executors of this machine's threads or processes; any other is taken for a remote engine.
 _LOCAL = (ThreadPoolExecutor, ProcessPoolExecutor)
+# loky's process pools (joblib's too) derive from Executor, not from ProcessPoolExecutor.
+_LOCAL_MODULES = ("loky", "joblib")
 
 
 class _Inline:
@@ -122,7 +124,7 @@ def run(
     ``sliced``, else one value passed to every element.
     """
     # A remote engine (a Dask cluster) costs milliseconds a chunk: one chunk per worker there.
-    per_worker = _CHUNKS_PER_WORKER if isinstance(pool, _LOCAL) else 1
+    per_worker = _CHUNKS_PER_WORKER if _is_local(pool) else 1
     chunks = max(1, min(count, per_worker * _workers(pool)))
     bounds = [(k * count // chunks, (k + 1) * count // chunks) for k in range(chunks)]
     local = isinstance(pool, ThreadPoolExecutor)
@@ -226,6 +228,10 @@ def _dumps(value: Any, op: str) -> bytes:
             f"process-bound objects out of the function's closure and config, or run the op on "
             f"npgrad's threads with npgrad.executor(None)"
         ) from error
+
+
+def _is_local(pool: Executor) -> bool:
+    return isinstance(pool, _LOCAL) or type(pool).__module__.split(".")[0] in _LOCAL_MODULES
 
 
 def _workers(pool: Executor) -> int:
