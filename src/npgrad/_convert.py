@@ -138,14 +138,14 @@ def to_numpy_all(tensors: Sequence[torch.Tensor]) -> list[Any]:
     arrays = []
     for tensor in tensors:
         if tensor.dtype in _COMPUTE_DTYPE:
-            array = to_numpy(tensor)
-        else:
-            try:
-                array = tensor.numpy(force=True)
-            except TypeError:
-                array = to_scipy_sparse(tensor)  # a sparse tensor: no strided memory to view
-            else:
-                array.setflags(write=False)
+            arrays.append(to_numpy(tensor))
+            continue
+        try:
+            array = tensor.numpy(force=True)
+        except TypeError:
+            arrays.append(to_scipy_sparse(tensor))  # a sparse tensor: no strided memory
+            continue
+        array.setflags(write=False)
         arrays.append(array)
     return arrays
 
@@ -231,13 +231,33 @@ def reduce_to_shape(grad: Array, shape: tuple[int, ...]) -> Array | None:
     >>> reduce_to_shape(np.ones((4, 3)), (1, 3)).tolist()
     [[4.0, 4.0, 4.0]]
     """
-    if grad.shape == shape:
+    have = grad.shape
+    if have == shape:
         return grad
-    axes = reduction_axes(grad.shape, shape)
+    key = (have, shape)
+    found = _reductions.get(key)
+    if found is None:
+        if len(_reductions) > 4096:  # shapes of a long-running program: keep the cache small
+            _reductions.clear()
+        axes = reduction_axes(have, shape)
+        found = _reductions[key] = (axes, len(have) == len(shape))
+    axes, same_rank = found
     if axes is None:
         return None
-    reduced: Array = (np.add.reduce(grad, axis=axes) if axes else grad).reshape(shape)
+    if not axes:
+        return grad.reshape(shape)
+    if same_rank:
+        # Only size-1 dims are summed: keepdims gives the shape without a reshape (a third
+        # of the cost of a small gradient's reduction).
+        kept: Array = np.add.reduce(grad, axis=axes, keepdims=True)
+        return kept
+    reduced: Array = np.add.reduce(grad, axis=axes).reshape(shape)
     return reduced
+
+
+# (gradient shape, input shape) -> (axes to sum or None, same rank): every backward of an op
+# with a broadcast input asks again.
+_reductions: dict[tuple[tuple[int, ...], tuple[int, ...]], tuple[tuple[int, ...] | None, bool]] = {}
 
 
 def reduction_axes(have: tuple[int, ...], shape: tuple[int, ...]) -> tuple[int, ...] | None:
@@ -317,11 +337,14 @@ def gradient_array(
     value: Any, shape: tuple[int, ...] | None, position: int, op: Describes
 ) -> Array:
     """Check a NumPy gradient and sum it down to ``shape`` (None: as it is), or raise."""
-    array = as_array(value)
-    problem = array_problem(array)
-    if problem is not None:
-        raise _kind_error(op.describe(position), problem, "an ndarray")
-    assert isinstance(array, np.ndarray)
+    array: Array = value
+    if type(value) is not np.ndarray or value.dtype.kind != "f" or value.dtype.itemsize > 8:
+        checked = as_array(value)
+        problem = array_problem(checked)
+        if problem is not None:
+            raise _kind_error(op.describe(position), problem, "an ndarray")
+        assert isinstance(checked, np.ndarray)
+        array = checked
     if shape is None:
         return array
     reduced = reduce_to_shape(array, shape)

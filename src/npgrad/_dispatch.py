@@ -37,6 +37,7 @@ _PLAIN_TENSORS = (_Tensor, _Parameter)
 # Positional inputs passed through as they are: numbers, and None for an absent optional input.
 _NUMBERS = (bool, int, float, complex, np.bool_, np.integer, np.floating, np.complexfloating)
 _CONSTANTS = (*_NUMBERS, type(None))
+_FLOATING = frozenset({torch.float16, torch.bfloat16, torch.float32, torch.float64})
 
 
 class Core:
@@ -52,7 +53,33 @@ class Core:
         self._outside_graph = _library.outside_graph(rules, self._library_problem)
 
     def __call__(self, *inputs: Any, **config: Any) -> Any:
-        if config and self._rules.kind == "op":
+        if not config and not _is_compiling() and not _is_tracing():
+            # The common case, with as few checks as make it safe: CPU tensors of one
+            # floating dtype, one for each input, some needing a gradient, in grad mode. A
+            # device (a torch.device per tensor and a comparison) costs more than the flag.
+            rules = self._rules
+            if len(inputs) == rules.arity:
+                dtype = None
+                needs_graph = False
+                for value in inputs:
+                    kind = type(value)
+                    if (kind is not _Tensor and kind is not _Parameter) or not value.is_cpu:
+                        break
+                    if dtype is None:
+                        dtype = value.dtype
+                    elif value.dtype is not dtype:
+                        break
+                    if value.requires_grad:
+                        needs_graph = True
+                else:
+                    if (
+                        needs_graph
+                        and dtype in _FLOATING
+                        and torch.is_grad_enabled()
+                        and not _special_mode_active()
+                    ):
+                        return self._apply(Call(rules, config, dtype, None, len(inputs)), *inputs)
+        elif config and self._rules.kind == "op":
             inputs, config = bind(self._rules, inputs, config)
         if _is_compiling() or _is_tracing():
             # torch.jit.trace records the custom op, which runs NumPy again on new inputs;

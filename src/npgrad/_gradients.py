@@ -44,14 +44,25 @@ def numpy_gradients(
     """Call the NumPy backward on arrays (``grads`` as arrays too); convert what it returns."""
     rules = state.rules
     inputs = state.arrays
-    outputs: Any = None
-    if rules.saves_outputs:
-        held = state.count if state.slots is None else len(state.slots)
-        outputs = saved_outputs([to_numpy(t) for t in saved[held:]], state.single)
-    raw = user_gradients(rules, grads, inputs, state.config, needs, outputs, state.residuals)
+    if rules.plain_backward:
+        # user_gradients' common case, inlined: it runs on every backward.
+        try:
+            raw = rules.backward.fn(*grads, *inputs, **state.config)  # type: ignore[union-attr]
+        except Exception as error:
+            add_note(error, rules, "backward")
+            raise
+        if type(raw) is not tuple or len(raw) != state.count:
+            raw = checked_count(rules, raw, state.count)
+    else:
+        outputs: Any = None
+        if rules.saves_outputs:
+            held = state.count if state.slots is None else len(state.slots)
+            outputs = saved_outputs([to_numpy(t) for t in saved[held:]], state.single)
+        raw = user_gradients(rules, grads, inputs, state.config, needs, outputs, state.residuals)
     device = state.device
     result: list[torch.Tensor | None] = [None] * state.count
-    for k, i in enumerate(range(state.count) if state.slots is None else state.slots):
+    slots = state.slots
+    for k, i in enumerate(range(state.count) if slots is None else slots):
         if needs[i]:
             gradient = raw[i]
             if gradient is None:
@@ -137,21 +148,7 @@ def user_gradients(
         except Exception as error:
             add_note(error, rules, "tensor backward" if tensor else "backward")
             raise
-        if not isinstance(raw, (tuple, list)):
-            if n == 1:
-                return (raw,)
-            raise GradientError(
-                f'npgrad op "{rules.name}": backward returned a single {type(raw).__name__} '
-                f"for {n} positional inputs ({_names(rules, n)}); return a tuple of {n} "
-                f"gradients, one per input in order, with None for an input that needs none"
-            )
-        if len(raw) != n:
-            raise GradientError(
-                f'npgrad op "{rules.name}": backward returned {len(raw)} gradients for {n} '
-                f"positional inputs ({_names(rules, n)}); return one gradient per input, in "
-                f"order, with None for an input that needs none"
-            )
-        return raw
+        return checked_count(rules, raw, n)
     gradients: list[Any] = [None] * n
     for i in range(n):
         if not needs[i]:
@@ -165,6 +162,25 @@ def user_gradients(
             add_note(error, rules, f'vjp of input "{rules.input_name(i)}"')
             raise
     return gradients
+
+
+def checked_count(rules: Rules, raw: Any, n: int) -> Sequence[Any]:
+    """Return a backward's result as one gradient per input (a lone one for one input)."""
+    if not isinstance(raw, (tuple, list)):
+        if n == 1:
+            return (raw,)
+        raise GradientError(
+            f'npgrad op "{rules.name}": backward returned a single {type(raw).__name__} '
+            f"for {n} positional inputs ({_names(rules, n)}); return a tuple of {n} "
+            f"gradients, one per input in order, with None for an input that needs none"
+        )
+    if len(raw) != n:
+        raise GradientError(
+            f'npgrad op "{rules.name}": backward returned {len(raw)} gradients for {n} '
+            f"positional inputs ({_names(rules, n)}); return one gradient per input, in "
+            f"order, with None for an input that needs none"
+        )
+    return raw
 
 
 def saved_inputs(

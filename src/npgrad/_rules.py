@@ -93,6 +93,11 @@ class Rules:
     looped: bool = field(init=False)
     saves_outputs: bool = field(init=False)
     keeps_only_inputs: bool = field(init=False)
+    # A NumPy backward called as fn(*grads, *inputs, **config), once for the call: nothing to
+    # fill in, slice or refuse.
+    plain_backward: bool = field(init=False)
+    # A forward called as fn(*inputs, **config), once for the call, its result kept as it is.
+    plain_forward: bool = field(init=False)
 
     def __post_init__(self) -> None:
         rules = [
@@ -109,6 +114,12 @@ class Rules:
             "looped": self.signature is not None and not self.vectorized,
             "saves_outputs": saves_outputs,
             "keeps_only_inputs": not (saves_outputs or self.jvp or self.tensor_jvp),
+            "plain_backward": self.backward is not None
+            and self.backward.config_only
+            and not (self.signature is not None and not self.vectorized)
+            and not self.nondifferentiable
+            and self.save is None,
+            "plain_forward": self.signature is None and self.save is None,
         }
         for name, value in derived.items():
             object.__setattr__(self, name, value)
