@@ -46,6 +46,9 @@ WINDOW_SECONDS_PER_COPY = 0.0
 WINDOW_SECONDS_PER_MAC = 4.6e-11
 SHIFT_SECONDS_PER_COPY = 5.7e-10
 SHIFT_SECONDS_PER_MAC = 1.1e-11
+# A multiply-add of the flat-taps variant (one small matrix product per tap on a shifted
+# flat view), measured on a 64 x 8 -> 8 x 130^2 layer with 3x3 kernels.
+FLAT_SECONDS_PER_MAC = 4.2e-11
 FFT_SECONDS_PER_POINT_LOG = 3.0e-10
 FFT_SECONDS_PER_PRODUCT = 1.5e-09
 FFT_SECONDS_PER_CALL = 1.2e-05
@@ -61,6 +64,11 @@ _PARALLEL_FFT = 1 << 16
 _PARALLEL_WINDOWS = 1 << 18
 # How many times the taps a flat shifted window may span before copying windows pays.
 _SHIFT_WASTE = 2
+# How many times the valid outputs the flat-taps variant may compute (it computes every
+# position of the input's inner dims, and discards those past the last valid window).
+_FLAT_WASTE = 2
+# Elements of one flat-taps accumulator: an L2-sized block that every tap's product adds into.
+_FLAT_CHUNK = 1 << 16
 # Predictions this far apart decide alone; closer ones are settled by timing both once.
 _CLEAR_WIN = 2.0
 # Predicted times under which "auto" times both methods a few rounds, not once.
@@ -162,6 +170,13 @@ def direct_seconds(x_shape: tuple[int, ...], w_shape: tuple[int, ...]) -> float:
             + SHIFT_SECONDS_PER_MAC * b * c * o * span * math.prod(out)
             + SECONDS_PER_PYTHON_STEP * math.prod(out)
         )
+    if variant == "flat":
+        inner = math.prod(spatial[1:])
+        chunks = b * -(-out[0] // _flat_rows(out[0], inner, o))
+        return (
+            FLAT_SECONDS_PER_MAC * taps * o * c * b * out[0] * inner
+            + SECONDS_PER_PYTHON_STEP * taps * chunks
+        )
     if variant == "windows":
         return (
             WINDOW_SECONDS_PER_COPY * work * c
@@ -218,6 +233,8 @@ def _direct(xp: Array, w: Array) -> Array:
         _direct_windows(xp, w, out)
     elif variant == "taps":
         _direct_taps(xp, w, out)
+    elif variant == "flat":
+        _direct_flat(xp, w, out)
     else:
         _direct_columns(xp, w, out)
     return out
@@ -230,7 +247,11 @@ def _direct_variant(x_shape: tuple[int, ...], w_shape: tuple[int, ...]) -> str:
     if math.prod(n - k + 1 for n, k in zip(spatial, kernel, strict=True)) < taps:
         # Fewer outputs than taps (a weight gradient: the "kernel" is an output gradient).
         return "shifts" if _shift_span(spatial, kernel) <= _SHIFT_WASTE * taps else "windows"
-    return "taps" if c == 1 and o == 1 else "columns"
+    if c == 1 and o == 1:
+        return "taps"
+    inner = math.prod(spatial[1:])
+    valid = math.prod(n - k + 1 for n, k in zip(spatial[1:], kernel[1:], strict=True))
+    return "flat" if inner <= _FLAT_WASTE * valid else "columns"
 
 
 def _shift_span(spatial: Sequence[int], kernel: Sequence[int]) -> int:
@@ -327,6 +348,54 @@ def _direct_windows(xp: Array, w: Array, out: Array) -> None:
         out[(slice(None), slice(None), *position)] = window.reshape(b, -1) @ weights
 
     _spread_positions(work, list(np.ndindex(out.shape[2:])), b * weights.size)
+
+
+def _flat_rows(ho: int, inner: int, o: int) -> int:
+    """Rows of the first output dim per flat-taps chunk."""
+    return max(1, min(ho, _FLAT_CHUNK // max(inner * o, 1)))
+
+
+def _direct_flat(xp: Array, w: Array, out: Array) -> None:
+    # With the spatial dims after the first flattened, the inputs under one tap for a run of
+    # output rows are one contiguous stretch per channel, at the tap's offset: a (C, L) view
+    # that BLAS reads in place, without copying windows (im2col). Each tap adds one
+    # (O, C) x (C, L) product into an accumulator over every inner position, and the positions
+    # past the last valid window (where the stretch wraps into the next row) are dropped.
+    # About 3x faster than columns for a 3x3 layer: the windows are never copied.
+    b, c, first, *rest = xp.shape
+    o, _, *kernel = w.shape
+    ho = out.shape[2]
+    inner = math.prod(rest)
+    strides = [math.prod(rest[d + 1 :]) for d in range(len(rest))]
+    # The last valid window of a row starts this far before the row's end: the flat stretch
+    # can stop there, inside the input, even for the last rows.
+    reach = sum((k - 1) * stride for k, stride in zip(kernel[1:], strides, strict=True))
+    flat = xp.reshape(b, c, first * inner)
+    taps = [
+        (tap[0] * inner + sum(t * s for t, s in zip(tap[1:], strides, strict=True)), tap)
+        for tap in np.ndindex(*kernel)
+    ]
+    weights = [np.ascontiguousarray(w[(slice(None), slice(None), *tap)]) for _, tap in taps]
+    rows = _flat_rows(ho, inner, o)
+    valid = tuple(slice(0, n) for n in out.shape[3:])
+
+    def work(chunk: tuple[int, int]) -> None:
+        n, r0 = chunk
+        r1 = min(r0 + rows, ho)
+        length = (r1 - r0) * inner - reach
+        acc = np.empty((o, (r1 - r0) * inner), xp.dtype)
+        acc[:, length:] = 0
+        head = acc[:, :length]
+        base = r0 * inner
+        for k, ((offset, _), weight) in enumerate(zip(taps, weights, strict=True)):
+            stretch = flat[n, :, base + offset : base + offset + length]
+            if k == 0:
+                np.matmul(weight, stretch, out=head)
+            else:
+                head += weight @ stretch
+        out[n, :, r0:r1] = acc.reshape(o, r1 - r0, *rest)[(slice(None), slice(None), *valid)]
+
+    npgrad.parallel_map(work, [(n, r) for n in range(b) for r in range(0, ho, rows)])
 
 
 def _direct_columns(xp: Array, w: Array, out: Array) -> None:
