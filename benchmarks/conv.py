@@ -3,7 +3,8 @@
 Every figure is a ratio measured in this run (minimum over interleaved repeats):
 
 1. large kernel: one 512x512 image, a 31x31 kernel, forward + backward; goal >= 5x F.conv2d.
-2. real layer: 64 images, 8 -> 8 channels, 128x128, 3x3, forward + backward; goal within 2x.
+2. real layer: 64 images, 8 -> 8 channels, 128x128, 3x3, forward + backward, "same" and
+   "valid"; goal within 2x.
 3. cores: case 2 with 2 threads against 1; goal >= 1.6x.
 4. small image: 256x256, 3x3, forward + backward; goal no slower than the tutorial's Function.
 5. auto: a table over kernel sizes and image sizes (one image, forward) of direct, FFT and
@@ -11,6 +12,8 @@ Every figure is a ratio measured in this run (minimum over interleaved repeats):
 6. volume: a 64^3 volume and a 9^3 kernel, "same" mode, forward + backward, through
    ``npgrad_scipy.signal.correlate`` with FFT, direct and auto against F.conv3d; goal: auto
    picks FFT and is faster than F.conv3d.
+7. higher order: ``torch.autograd.functional.hvp`` through conv2d against its forward + backward;
+   goal: at most 4x.
 
 `--calibrate` instead fits the cost model's constants (npgrad_scipy/_correlate.py) to timings
 of both methods over a spread of shapes, and prints them.
@@ -84,23 +87,49 @@ def large_kernel(repeats: int) -> float:
     return ratio
 
 
-def real_layer(repeats: int, threads: int) -> dict[str, float]:
+def real_layer(repeats: int, threads: int, mode: str = "valid") -> dict[str, float]:
     torch.set_num_threads(threads)
+    padding = 1 if mode == "same" else 0
     try:
         x = torch.randn(64, 8, 128, 128, requires_grad=True)
         w = torch.randn(8, 8, 3, 3, requires_grad=True)
         b = torch.randn(8, requires_grad=True)
         return best_of(
             {
-                "npgrad": forward_backward(conv2d, x, w, b),
+                "npgrad": forward_backward(functools.partial(conv2d, mode=mode), x, w, b),
                 "F.conv2d": forward_backward(
-                    lambda a, k, c: F.conv2d(a, k.flip((-2, -1)), c), x, w, b
+                    lambda a, k, c: F.conv2d(a, k.flip((-2, -1)), c, padding=padding), x, w, b
                 ),
             },
             repeats,
         )
     finally:
         torch.set_num_threads(2)
+
+
+def hessian_vector(repeats: int) -> float:
+    """Return the cost of an hvp through conv2d, in forward + backward times."""
+    x = torch.randn(8, 4, 64, 64)
+    w = torch.randn(4, 4, 3, 3, requires_grad=True)
+    v = torch.randn(4, 4, 3, 3)
+
+    def loss(k: torch.Tensor) -> torch.Tensor:
+        return conv2d(x, k, mode="same").tanh().sum()
+
+    def first() -> None:
+        loss(w).backward()
+        w.grad = None
+
+    times = best_of(
+        {"fwd+bwd": first, "hvp": lambda: torch.autograd.functional.hvp(loss, w, v)}, repeats
+    )
+    ratio = times["hvp"] / times["fwd+bwd"]
+    print(
+        f"7. higher order: torch.autograd.functional.hvp through conv2d (8x4x64x64 * 4x4x3x3, "
+        f"same) {times['hvp'] * 1e3:.1f} ms, fwd+bwd {times['fwd+bwd'] * 1e3:.1f} ms -> "
+        f"{ratio:.2f}x (goal <= 4x: {'met' if ratio <= 4 else 'NOT met'})"
+    )
+    return ratio
 
 
 def small_image(repeats: int) -> float:
@@ -278,13 +307,15 @@ def main() -> None:
     repeats = 2 if args.quick else 5
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads")
     large_kernel(repeats)
-    two = real_layer(repeats, 2)
-    ratio = two["npgrad"] / two["F.conv2d"]
-    print(
-        f"2. real layer 64x8x128x128 * 8x8x3x3, fwd+bwd: npgrad {two['npgrad'] * 1e3:.0f} ms, "
-        f"F.conv2d {two['F.conv2d'] * 1e3:.0f} ms -> {ratio:.2f}x F.conv2d's time "
-        f"(goal <= 2x: {'met' if ratio <= 2 else 'NOT met'})"
-    )
+    for mode in ("same", "valid"):
+        layer = real_layer(repeats, 2, mode)
+        ratio = layer["npgrad"] / layer["F.conv2d"]
+        print(
+            f"2. real layer 64x8x128x128 * 8x8x3x3, {mode}, fwd+bwd: npgrad "
+            f"{layer['npgrad'] * 1e3:.0f} ms, F.conv2d {layer['F.conv2d'] * 1e3:.0f} ms -> "
+            f"{ratio:.2f}x F.conv2d's time (goal <= 2x: {'met' if ratio <= 2 else 'NOT met'})"
+        )
+    two = layer
     one = real_layer(repeats, 1)
     speedup = one["npgrad"] / two["npgrad"]
     print(
@@ -299,6 +330,7 @@ def main() -> None:
     else:
         auto_table([3, 5, 9, 15, 31, 63], [64, 128, 256, 512, 1024], budget=2.0)
     volume(1 if args.quick else 3)
+    hessian_vector(repeats)
 
 
 if __name__ == "__main__":

@@ -7,7 +7,10 @@ one run so that machine noise hits all of them alike:
 - custom_op: the same op with torch.library.custom_op + register_autograd;
 - npgrad: the same op with @npgrad.op and @op.backward.
 
-Goals: npgrad <= 1.10x seed, and < 1.0x custom_op. Run: python benchmarks/overhead.py
+Goals: npgrad <= 1.10x seed, and <= 0.80x custom_op. A second, cheap case (an elementwise op on
+16 values) reports the adapter's cost above the NumPy work against the hand-written Function's.
+
+Run: python benchmarks/overhead.py
 """
 
 from __future__ import annotations
@@ -63,6 +66,59 @@ def _(grad, input, filter, bias):  # type: ignore[no-untyped-def]
     return convolve2d(grad, filter, mode="full"), correlate2d(input, grad, mode="valid"), grad
 
 
+class ScaleFunction(torch.autograd.Function):
+    """The hand-written Function of the cheap case: y = x * exp(x), elementwise, NumPy inside."""
+
+    @staticmethod
+    def forward(ctx, input):  # type: ignore[no-untyped-def]
+        input = input.detach()
+        ctx.save_for_backward(input)
+        x = input.numpy()
+        return torch.from_numpy(x * np.exp(x))
+
+    @staticmethod
+    def backward(ctx, grad_output):  # type: ignore[no-untyped-def]
+        (input,) = ctx.saved_tensors
+        x = input.numpy()
+        return torch.from_numpy(grad_output.numpy() * (1 + x) * np.exp(x))
+
+
+@npgrad.op("bench::npgrad_scale")
+def npgrad_scale(x):  # type: ignore[no-untyped-def]
+    return x * np.exp(x)
+
+
+@npgrad_scale.backward
+def _(grad, x):  # type: ignore[no-untyped-def]
+    return grad * (1 + x) * np.exp(x)
+
+
+def cheap_case(calls: int, rounds: int) -> dict[str, float]:
+    """Return the median us per fwd+bwd call of the elementwise case, and of its NumPy work."""
+    x = torch.randn(16, dtype=torch.float64, requires_grad=True)
+    grad = torch.randn(16, dtype=torch.float64)
+    a, g = x.detach().numpy(), grad.numpy()
+    torch.testing.assert_close(npgrad_scale(x), ScaleFunction.apply(x))
+
+    def numpy_work() -> None:
+        a * np.exp(a)
+        g * (1 + a) * np.exp(a)
+
+    cases: dict[str, Callable[[], object]] = {
+        "numpy": numpy_work,
+        "seed": lambda: ScaleFunction.apply(x).backward(grad),
+        "npgrad": lambda: npgrad_scale(x).backward(grad),
+    }
+    samples: dict[str, list[float]] = {name: [] for name in cases}
+    for _ in range(rounds):
+        for name, fn in cases.items():
+            start = time.perf_counter()
+            for _ in range(calls):
+                fn()
+            samples[name].append((time.perf_counter() - start) / calls * 1e6)
+    return {name: statistics.median(values) for name, values in samples.items()}
+
+
 def measure(calls: int, rounds: int) -> dict[str, list[float]]:
     """Return, per implementation, the seconds per forward+backward call in each round.
 
@@ -111,10 +167,18 @@ def main() -> None:
         )
     vs_seed = ratio(samples, "npgrad", "seed")
     vs_custom = ratio(samples, "npgrad", "custom_op")
-    ok = vs_seed <= 1.10 and vs_custom < 1.0
+    ok = vs_seed <= 1.10 and vs_custom <= 0.80
     print(
-        f"goal npgrad <= 1.10x seed and < 1.00x custom_op: "
+        f"goal npgrad <= 1.10x seed and <= 0.80x custom_op: "
         f"{vs_seed:.2f}x, {vs_custom:.2f}x -> {'met' if ok else 'NOT met'}"
+    )
+    cheap = cheap_case(args.calls, max(10, args.rounds // 4))
+    above_seed = cheap["seed"] - cheap["numpy"]
+    above_npgrad = cheap["npgrad"] - cheap["numpy"]
+    print(
+        f"cheap case, x * exp(x) on 16 float64 values, fwd+bwd: NumPy work {cheap['numpy']:.1f} "
+        f"us; above it, the hand-written Function costs {above_seed:.1f} us and npgrad "
+        f"{above_npgrad:.1f} us ({above_npgrad / above_seed:.2f}x; reported, not a goal)"
     )
 
 

@@ -26,7 +26,7 @@ def run(script: str, *args: str, check: bool = True) -> subprocess.CompletedProc
 
 def test_overhead_benchmark_runs() -> None:
     out = run("overhead.py", "--calls", "2", "--rounds", "2").stdout
-    for name in ("seed", "custom_op", "npgrad", "goal npgrad <= 1.10x seed"):
+    for name in ("seed", "custom_op", "npgrad", "goal npgrad <= 1.10x seed", "cheap case"):
         assert name in out
 
 
@@ -34,11 +34,13 @@ def test_conv_benchmark_runs() -> None:
     out = run("conv.py", "--quick").stdout
     for case in (
         "1. large kernel",
-        "2. real layer",
+        "same, fwd+bwd",
+        "valid, fwd+bwd",
         "3. cores",
         "4. small image",
         "5. one image",
         "6. volume",
+        "7. higher order",
     ):
         assert case in out
 
@@ -51,6 +53,7 @@ def test_func_benchmark_runs() -> None:
     out = run("func.py", "--quick").stdout
     assert "1. vmap over 64" in out
     assert "2. compiled call" in out
+    assert "goal <= 1.0x" in out
 
 
 def test_device_check_runs_anywhere() -> None:

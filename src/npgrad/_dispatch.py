@@ -87,6 +87,17 @@ class Core:
             return _library.call(self, inputs, config)
         return call(self, inputs, config)
 
+    def _forward_only(self, inputs: tuple[Any, ...], config: dict[str, Any]) -> Any:
+        """Run the forward alone, recording nothing: a custom op's kernel, below autograd."""
+        if config and self._rules.kind == "op":
+            inputs, config = bind(self._rules, inputs, config)
+        if _special_mode_active():
+            # Under a transform the call could still apply a Function: grad mode off, as the
+            # dispatcher means it below autograd.
+            with torch.no_grad():
+                return call(self, inputs, config, graph=False)
+        return call(self, inputs, config, graph=False)
+
 
 def bind(
     rules: Rules, inputs: tuple[Any, ...], config: dict[str, Any]
@@ -148,13 +159,16 @@ def _register_library(core: Core) -> str | None:
         return f"torch.library refused it ({type(error).__name__}: {error})"
 
 
-def call(core: Core, inputs: tuple[Any, ...], config: dict[str, Any]) -> Any:
-    """Run ``core`` on ``inputs``: through its Function when a graph is needed, else directly."""
+def call(core: Core, inputs: tuple[Any, ...], config: dict[str, Any], graph: bool = True) -> Any:
+    """Run ``core`` on ``inputs``: through its Function when a graph is needed, else directly.
+
+    With ``graph`` False the forward runs alone, whatever the inputs need.
+    """
     rules = core._rules
     if len(inputs) != rules.arity and rules.varargs_name is None:
         missing = len(rules.input_names) - len(inputs)
         if 0 < missing <= len(rules.input_defaults):
-            return call(core, inputs + rules.input_defaults[-missing:], config)
+            return call(core, inputs + rules.input_defaults[-missing:], config, graph)
         fix = (
             "give the missing ones, in order or by name"
             if missing > 0
@@ -171,17 +185,17 @@ def call(core: Core, inputs: tuple[Any, ...], config: dict[str, Any]) -> Any:
     for value in inputs:
         kind = type(value)
         if kind is not _Tensor and kind is not _Parameter:
-            return _call_general(core, inputs, config)
+            return _call_general(core, inputs, config, graph)
         if dtype is None:
             dtype = value.dtype
             device = value.device
         elif value.dtype is not dtype or value.device != device:
-            return _call_general(core, inputs, config)
+            return _call_general(core, inputs, config, graph)
         if value.requires_grad:
-            needs_graph = True
+            needs_graph = graph
     if dtype is None or not dtype.is_floating_point:
         if dtype is None or not dtype.is_complex:
-            return _call_general(core, inputs, config)
+            return _call_general(core, inputs, config, graph)
         dtype = dtype.to_real()  # a Call holds the real dtype; complex results take its twin
     state = Call(rules, config, dtype, None if inputs[0].is_cpu else device, len(inputs))
     if needs_graph and not _special_mode_active() and torch.is_grad_enabled():
@@ -212,7 +226,9 @@ def _route(core: Core, state: Call, args: Sequence[Any], needs_graph: bool) -> A
         raise
 
 
-def _call_general(core: Core, inputs: tuple[Any, ...], config: dict[str, Any]) -> Any:
+def _call_general(
+    core: Core, inputs: tuple[Any, ...], config: dict[str, Any], graph: bool = True
+) -> Any:
     rules = core._rules
     args = list(inputs)
     constants = list(inputs)
@@ -248,7 +264,7 @@ def _call_general(core: Core, inputs: tuple[Any, ...], config: dict[str, Any]) -
         slots,
         constants,
     )
-    return _route(core, state, args, needs_graph)
+    return _route(core, state, args, needs_graph and graph)
 
 
 def _common_device(rules: Rules, tensors: list[torch.Tensor]) -> torch.device:

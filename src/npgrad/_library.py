@@ -89,8 +89,8 @@ def register(core: Runtime) -> str | None:
 
     def kernel(*args: Any, **config: Any) -> list[torch.Tensor]:
         inputs = tuple(args[0]) if _variadic(rules) else args
-        with torch.no_grad():
-            outputs = _as_list(core(*inputs, **_from_schema(config, rules)))
+        # Below autograd already: the forward alone, without grad mode's context manager.
+        outputs = _as_list(core._forward_only(inputs, _from_schema(config, rules)))
         _check_traced_dtypes(rules, inputs, outputs)
         return outputs
 
