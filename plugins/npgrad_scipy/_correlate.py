@@ -6,8 +6,11 @@ kernels ``w`` of shape (O, C, *K), any number of spatial dims, and returns
 of the plugin (correlation and convolution in any number of dims, multi-channel conv1d, conv2d
 and conv3d, and all their gradients) is this call on reshaped, flipped or transposed arguments.
 
-- direct: sliding windows copied into columns (im2col) and one BLAS matrix product per chunk;
-  chunks run on npgrad's thread pool, so both the copy and the product use every core.
+- direct: for multi-channel kernels, one small BLAS product per tap on a shifted flat view of
+  the input (no copy of windows); where that would compute too many discarded positions (a
+  kernel nearly as wide as the input), sliding windows copied into columns (im2col) and one
+  matrix product per chunk; single kernels as a multiply-add per tap; weight gradients (fewer
+  outputs than taps) as one product per output position. Chunks run on npgrad's thread pool.
 - fft: ``scipy.fft.rfftn`` of input and kernels over the spatial dims with ``workers``, a
   product per frequency summed over channels, and ``irfftn``; the transform size only needs to
   cover the input, because a valid correlation never wraps around.

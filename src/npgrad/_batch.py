@@ -111,6 +111,15 @@ class Signature:
         return shapes
 
 
+@functools.lru_cache(maxsize=256)
+def regrouped(
+    text: str, inputs: tuple[tuple[str, ...], ...], outputs: tuple[tuple[str, ...], ...]
+) -> Signature:
+    """Return the signature ``text`` with other core dims (a gradient rule's arguments)."""
+    # One object per grouping, so that its bindings are cached across calls like the op's own.
+    return Signature(text, inputs, outputs)
+
+
 def parse(text: str, op: str) -> Signature:
     """Parse ``"(n),(n)->(n)"``; raise DefinitionError naming the op if it is malformed."""
     match = _SIGNATURE.match(text) if isinstance(text, str) else None
@@ -153,8 +162,9 @@ def loop(
     """
     cores = signature.inputs if cores is None else cores
     if batch is None:
-        shapes = [np.shape(a) if isinstance(a, np.ndarray) else None for a in arrays]
-        batch, _ = Signature(signature.text, tuple(cores), signature.outputs).bind(op, shapes)
+        shapes = tuple([a.shape if isinstance(a, np.ndarray) else None for a in arrays])
+        regroup = regrouped(signature.text, tuple(cores), signature.outputs)
+        batch = regroup.bind_outputs(op, shapes)[0]
     if not batch:
         return fn(*arrays, **config)
     count = math.prod(batch)

@@ -30,7 +30,7 @@ from typing import Any
 
 import numpy as np
 
-from npgrad._batch import Signature, parse
+from npgrad._batch import parse, regrouped
 from npgrad._calls import call_rule
 from npgrad._convert import gradient_array
 from npgrad._dispatch import Core
@@ -105,9 +105,11 @@ def _backward(parent: Core) -> Any:
         if signature is not None:
             # The batch of the whole call: the output gradients may bring batch dims of their
             # own (vmap over a vjp, batched gradients) that the inputs lack.
-            together = Signature(signature.text, signature.outputs + signature.inputs, ())
-            shapes = [np.shape(a) if isinstance(a, np.ndarray) else None for a in args]
-            batch = together.bind(rules.name, shapes[: n_outputs + count])[0]
+            together = regrouped(signature.text, signature.outputs + signature.inputs, ())
+            shapes = tuple(
+                [a.shape if isinstance(a, np.ndarray) else None for a in args[: n_outputs + count]]
+            )
+            batch = together.bind_outputs(rules.name, shapes)[0]
         result = []
         for i, (gradient, value) in enumerate(zip(raw, inputs, strict=True)):
             shape = np.shape(value)
