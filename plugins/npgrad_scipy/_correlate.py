@@ -74,9 +74,12 @@ _FLAT_WASTE = 2
 _FLAT_CHUNK = 1 << 16
 # Predictions this far apart decide alone; closer ones are settled by timing both once.
 _CLEAR_WIN = 2.0
-# Predicted times under which "auto" times both methods a few rounds, not once.
+# Predicted times under which "auto" times both methods a few rounds, not once: one cold
+# timing of calls of a few milliseconds picks the slower method about one time in five.
 _CHEAP_SECONDS = 2e-3
 _CHEAP_ROUNDS = 5
+_SHORT_SECONDS = 2e-2
+_SHORT_ROUNDS = 3
 # "auto"'s choice per (input shape, kernel shape, dtype, threads).
 _measured: dict[tuple[Any, ...], str] = {}
 
@@ -100,7 +103,14 @@ def correlate(xp: Array, w: Array, method: str) -> Array:
     # faster for every later call of these shapes, as cuDNN's benchmark mode does. A first call
     # pays one-off costs (FFT plans, allocations), and calls under a millisecond are at the
     # mercy of the scheduler: those are timed a few times and the fastest of each kept.
-    rounds = _CHEAP_ROUNDS if max(direct, fft) < _CHEAP_SECONDS else 1
+    slower = max(direct, fft)
+    rounds = (
+        _CHEAP_ROUNDS
+        if slower < _CHEAP_SECONDS
+        else _SHORT_ROUNDS
+        if slower < _SHORT_SECONDS
+        else 1
+    )
     times = dict.fromkeys(("direct", "fft"), math.inf)
     results = {}
     for _ in range(rounds):
