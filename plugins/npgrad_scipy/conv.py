@@ -780,10 +780,11 @@ def scipy_conv2d(input: Array, filter: Array, bias: Array) -> Array:
         filter: a (kh, kw) filter.
         bias: a bias broadcast over the output, e.g. of shape (1, 1).
 
-    >>> import torch
-    >>> from npgrad_scipy import scipy_conv2d
-    >>> scipy_conv2d(torch.ones(5, 5), torch.ones(2, 2), torch.zeros(1, 1)).shape
-    torch.Size([4, 4])
+    Examples:
+        >>> import torch
+        >>> from npgrad_scipy import scipy_conv2d
+        >>> scipy_conv2d(torch.ones(5, 5), torch.ones(2, 2), torch.zeros(1, 1)).shape
+        torch.Size([4, 4])
     """
     return _scipy_correlate2d(input, filter, mode="valid") + bias
 
@@ -817,10 +818,11 @@ class ScipyConv2d(npgrad.Layer):
         filter_width: the filter's first dimension.
         filter_height: the filter's second dimension.
 
-    >>> import torch
-    >>> from npgrad_scipy import ScipyConv2d
-    >>> ScipyConv2d(3, 3)(torch.randn(8, 8)).shape
-    torch.Size([6, 6])
+    Examples:
+        >>> import torch
+        >>> from npgrad_scipy import ScipyConv2d
+        >>> ScipyConv2d(3, 3)(torch.randn(8, 8)).shape
+        torch.Size([6, 6])
     """
 
     def __init__(self, filter_width: int, filter_height: int) -> None:

@@ -53,10 +53,11 @@ def lfilter(b: Array, a: Array, x: Array, *, axis: int = -1) -> Array:
         x: the signal(s); every other dim is a batch dim.
         axis: the time axis.
 
-    >>> import torch
-    >>> from npgrad_scipy.signal import lfilter
-    >>> lfilter(torch.tensor([1.0]), torch.tensor([1.0, -0.5]), torch.ones(4))
-    tensor([1.0000, 1.5000, 1.7500, 1.8750])
+    Examples:
+        >>> import torch
+        >>> from npgrad_scipy.signal import lfilter
+        >>> lfilter(torch.tensor([1.0]), torch.tensor([1.0, -0.5]), torch.ones(4))
+        tensor([1.0000, 1.5000, 1.7500, 1.8750])
     """
     _check(b, a)
     return scipy.signal.lfilter(b, a, x, axis=axis)

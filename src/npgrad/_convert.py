@@ -228,8 +228,9 @@ def to_tensor(array: Array, dtype: torch.dtype | None, device: torch.device | No
 def reduce_to_shape(grad: Array, shape: tuple[int, ...]) -> Array | None:
     """Sum ``grad`` down to ``shape`` when ``grad`` is shaped like a broadcast of it, else None.
 
-    >>> reduce_to_shape(np.ones((4, 3)), (1, 3)).tolist()
-    [[4.0, 4.0, 4.0]]
+    Examples:
+        >>> reduce_to_shape(np.ones((4, 3)), (1, 3)).tolist()
+        [[4.0, 4.0, 4.0]]
     """
     have = grad.shape
     if have == shape:
@@ -266,8 +267,9 @@ def reduction_axes(have: tuple[int, ...], shape: tuple[int, ...]) -> tuple[int, 
     ``have`` must be a broadcast of ``shape``, or hold the same values with size-1 dims added or
     removed (a () gradient for a (1, 1) input).
 
-    >>> reduction_axes((2, 4, 3), (4, 1))
-    (0, 2)
+    Examples:
+        >>> reduction_axes((2, 4, 3), (4, 1))
+        (0, 2)
     """
     lead = len(have) - len(shape)
     if lead < 0:

@@ -25,13 +25,14 @@ class Layer(nn.Module):
         op: the op to wrap.
         **values: tensors (or arrays) for some positional inputs, and keyword config.
 
-    >>> import numpy as np, torch, npgrad
-    >>> @npgrad.op("doc::affine")
-    ... def affine(x, w, b, *, power=1):
-    ...     return (x @ w + b) ** power
-    >>> layer = npgrad.Layer(affine, w=torch.eye(2), b=torch.zeros(2))
-    >>> layer(torch.ones(3, 2)).shape
-    torch.Size([3, 2])
+    Examples:
+        >>> import numpy as np, torch, npgrad
+        >>> @npgrad.op("doc::affine")
+        ... def affine(x, w, b, *, power=1):
+        ...     return (x @ w + b) ** power
+        >>> layer = npgrad.Layer(affine, w=torch.eye(2), b=torch.zeros(2))
+        >>> layer(torch.ones(3, 2)).shape
+        torch.Size([3, 2])
     """
 
     def __init__(self, op: Op, **values: Any) -> None:

@@ -81,7 +81,7 @@ class Op(Core):
         recomputed) and the residuals of `Op.save`, by name.
 
         Args:
-            fn: the backward function.
+            fn (Callable): the backward function.
 
         Examples:
             >>> import numpy as np, torch, npgrad
@@ -108,7 +108,7 @@ class Op(Core):
         input's dtype and device.
 
         Args:
-            fn: the backward function.
+            fn (Callable): the backward function.
 
         Examples:
             >>> import numpy as np, torch, npgrad
@@ -181,7 +181,7 @@ class Op(Core):
         does. It enables ``torch.func.jvp``, ``jacfwd`` and ``torch.autograd.forward_ad``.
 
         Args:
-            fn: the jvp.
+            fn (Callable): the jvp.
 
         Examples:
             >>> import numpy as np, torch, npgrad
@@ -247,7 +247,7 @@ class Op(Core):
         transpose of the backward, which is the forward mode an op gets without a jvp.
 
         Args:
-            fn: the jvp.
+            fn (Callable): the jvp.
 
         Examples:
             >>> import numpy as np, torch, npgrad
@@ -288,7 +288,7 @@ class Op(Core):
         dim) the op compiles under ``torch.compile(fullgraph=True)`` without a graph break.
 
         Args:
-            fn: the shape rule.
+            fn (Callable): the shape rule.
 
         Examples:
             >>> import numpy as np, npgrad
@@ -317,7 +317,7 @@ class Op(Core):
         element's rules get that element's residuals.
 
         Args:
-            fn: the forward that returns ``(outputs, residuals)``.
+            fn (Callable): the forward that returns ``(outputs, residuals)``.
 
         Examples:
             >>> import numpy as np, torch, npgrad
@@ -347,8 +347,8 @@ class Op(Core):
         May be used several times; each example is checked on its own.
 
         Args:
-            fn: a callable taking nothing and returning a tuple of positional inputs and a dict
-                of keyword config.
+            fn (Callable): a callable taking nothing and returning a tuple of positional
+                inputs and a dict of keyword config.
 
         Examples:
             >>> import torch, npgrad

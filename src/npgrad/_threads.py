@@ -27,9 +27,10 @@ _blas_threads: int | None = None
 def num_threads() -> int:
     """Return the number of threads npgrad's work may use: ``torch.get_num_threads()``.
 
-    >>> import torch, npgrad
-    >>> npgrad.num_threads() == torch.get_num_threads()
-    True
+    Examples:
+        >>> import torch, npgrad
+        >>> npgrad.num_threads() == torch.get_num_threads()
+        True
     """
     return torch.get_num_threads()
 
@@ -43,12 +44,13 @@ def parallel_map(fn: Callable[[T], R], items: Iterable[T]) -> list[R]:
     oversubscribed.
 
     Args:
-        fn: the function to apply.
-        items: its arguments, one call each.
+        fn (Callable): the function to apply.
+        items (Iterable): its arguments, one call each.
 
-    >>> import npgrad
-    >>> npgrad.parallel_map(lambda n: n * n, range(5))
-    [0, 1, 4, 9, 16]
+    Examples:
+        >>> import npgrad
+        >>> npgrad.parallel_map(lambda n: n * n, range(5))
+        [0, 1, 4, 9, 16]
     """
     items = list(items)
     threads = min(num_threads(), len(items))

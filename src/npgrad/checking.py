@@ -33,9 +33,10 @@ _RULES_CHECKED = {
 class CheckReport:
     """What `check` found: a verdict per check ("passed" or "skipped: why") and the time taken.
 
-    >>> from npgrad import CheckReport
-    >>> str(CheckReport("doc::op", {"gradcheck": "passed"}, 0.5))
-    'doc::op: gradcheck passed (0.50 s)'
+    Examples:
+        >>> from npgrad import CheckReport
+        >>> str(CheckReport("doc::op", {"gradcheck": "passed"}, 0.5))
+        'doc::op: gradcheck passed (0.50 s)'
     """
 
     op: str
@@ -65,17 +66,18 @@ def check(op: Op, *inputs: Any, **config: Any) -> CheckReport:
     Raises:
         CheckError: naming the op, the check and the failing input.
 
-    >>> import torch, npgrad
-    >>> @npgrad.op("doc::sine")
-    ... def sine(x):
-    ...     import numpy as np
-    ...     return np.sin(x)
-    >>> @sine.backward
-    ... def _(grad, x):
-    ...     import numpy as np
-    ...     return grad * np.cos(x)
-    >>> npgrad.check(sine, torch.randn(4)).verdicts["gradcheck"]
-    'passed'
+    Examples:
+        >>> import torch, npgrad
+        >>> @npgrad.op("doc::sine")
+        ... def sine(x):
+        ...     import numpy as np
+        ...     return np.sin(x)
+        >>> @sine.backward
+        ... def _(grad, x):
+        ...     import numpy as np
+        ...     return grad * np.cos(x)
+        >>> npgrad.check(sine, torch.randn(4)).verdicts["gradcheck"]
+        'passed'
     """
     tolerances: dict[str, float] = {
         key: config.pop(key, default) if key not in op._rules.config_names else default

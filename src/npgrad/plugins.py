@@ -32,9 +32,10 @@ _failed: dict[str, str] = {}
 def load_plugins() -> list[str]:
     """Import every installed plugin once; return the names of all plugins loaded so far.
 
-    >>> import npgrad
-    >>> "scipy" in npgrad.load_plugins()
-    True
+    Examples:
+        >>> import npgrad
+        >>> "scipy" in npgrad.load_plugins()
+        True
     """
     if os.environ.get("NPGRAD_DISABLE_PLUGINS", "").strip().lower() in ("1", "true", "yes"):
         return sorted(_loaded)
