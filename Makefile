@@ -12,7 +12,7 @@ LATEST_VENV := .venv-latest
 LATEST_TORCH_PIN := torch==2.14.1
 LATEST_STAMP := $(LATEST_VENV)/.installed
 
-.PHONY: demo test test-quick test-public-torch test-latest-torch docs check lint bench clean
+.PHONY: demo test test-quick test-public-torch test-latest-torch docs docs-browser check lint bench clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -52,12 +52,18 @@ test-latest-torch: $(LATEST_STAMP)
 docs: $(STAMP)
 	NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs build --strict --quiet -d site
 
+# The built site in headless Chromium (Debian's, installed here when missing): screenshots of
+# every page at 1280 and 390 px in site-shots/; fails on sideways scrolling or console errors.
+docs-browser: docs
+	command -v chromium >/dev/null || (apt-get update -q && apt-get install -y -q chromium)
+	$(BIN)/python docs/browser_check.py --site site --out site-shots
+
 check: $(STAMP)
 	$(BIN)/npgrad check
 
 lint: $(STAMP)
-	$(BIN)/ruff check src plugins tests benchmarks examples
-	$(BIN)/ruff format --check src plugins tests benchmarks examples
+	$(BIN)/ruff check src plugins tests benchmarks examples docs/browser_check.py
+	$(BIN)/ruff format --check src plugins tests benchmarks examples docs/browser_check.py
 	$(BIN)/mypy
 
 bench: $(STAMP)
