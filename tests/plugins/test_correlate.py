@@ -56,6 +56,20 @@ VARIANTS = [
 
 
 @pytest.mark.parametrize(("x_shape", "w_shape", "variant"), VARIANTS)
+def test_every_direct_variant_correlates_complex_values_unconjugated(
+    x_shape: tuple[int, ...], w_shape: tuple[int, ...], variant: str
+) -> None:
+    from npgrad_scipy import _correlate as engine
+
+    rng = np.random.default_rng(1)
+    x = rng.standard_normal(x_shape) + 1j * rng.standard_normal(x_shape)
+    w = rng.standard_normal(w_shape) + 1j * rng.standard_normal(w_shape)
+    # scipy.signal.correlate conjugates its second argument; the engine does not.
+    expected = reference(x, np.conj(w))
+    np.testing.assert_allclose(engine.correlate(x, w, "direct"), expected, rtol=1e-10, atol=1e-9)
+
+
+@pytest.mark.parametrize(("x_shape", "w_shape", "variant"), VARIANTS)
 def test_every_direct_variant_equals_scipy(
     x_shape: tuple[int, ...], w_shape: tuple[int, ...], variant: str
 ) -> None:
