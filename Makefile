@@ -73,6 +73,9 @@ bench: $(STAMP)
 	$(BIN)/python benchmarks/lfilter.py
 	$(BIN)/python benchmarks/spsolve.py
 	$(BIN)/python benchmarks/import_time.py
+	$(BIN)/python benchmarks/optimize.py
+	$(BIN)/python benchmarks/executors.py
+	$(BIN)/python benchmarks/integrate.py
 
 clean:
 	rm -rf $(VENV) $(LATEST_VENV) build dist .pytest_cache .mypy_cache .ruff_cache
