@@ -633,3 +633,47 @@ def test_undefined_output_gradients_give_no_gradients(name: str) -> None:
     first, _ = pair(x)
     (g,) = torch.autograd.grad(first.sum(), x)  # the second output's gradient is undefined
     torch.testing.assert_close(g, torch.full((3,), 2.0, dtype=torch.float64))
+
+
+def test_the_common_call_through_every_door(name: str) -> None:
+    # The inlined path: every input a CPU float tensor, a NumPy backward, a broadcast bias whose
+    # gradient is summed down. Right where it can be, a named error where it cannot: never a
+    # silent zero or None.
+    @npgrad.op(name)
+    def scaled(x, w, b):
+        return np.sin(x) * w + b
+
+    @scaled.backward
+    def _(grad, x, w, b):
+        return grad * np.cos(x) * w, grad * np.sin(x), grad
+
+    def twin(x, w, b):
+        return torch.sin(x) * w + b
+
+    gen = torch.Generator().manual_seed(0)
+    x, w = (torch.randn(3, 4, dtype=torch.float64, generator=gen) for _ in range(2))
+    b = torch.randn(1, 1, dtype=torch.float64, generator=gen)
+    inputs = [t.requires_grad_() for t in (x, w, b)]
+
+    def loss(f, *args):
+        return (f(*args).tanh() * torch.arange(12.0, dtype=torch.float64).view(3, 4)).sum()
+
+    loss(scaled, *inputs).backward()
+    expected = torch.autograd.grad(loss(twin, *inputs), inputs)
+    torch.testing.assert_close(tuple(t.grad for t in inputs), expected)
+    assert inputs[2].grad.shape == (1, 1)
+    torch.testing.assert_close(
+        torch.func.grad(lambda *a: loss(scaled, *a), argnums=(0, 1, 2))(x, w, b), expected
+    )
+    assert torch.autograd.gradcheck(lambda *a: loss(scaled, *a), inputs)
+    (gx,) = torch.autograd.grad(loss(scaled, *inputs), inputs[0], create_graph=True)
+    with pytest.raises(npgrad.errors.NotTwiceDifferentiableError, match=name):
+        torch.autograd.grad(gx.sum(), inputs[0])
+    with pytest.raises(npgrad.errors.NotTwiceDifferentiableError, match=name):
+        torch.autograd.functional.hessian(lambda v: loss(scaled, v, w, b), x)
+    with pytest.raises(npgrad.errors.NotTwiceDifferentiableError, match=name):
+        torch.autograd.functional.hvp(lambda v: loss(scaled, v, w, b), x, torch.ones_like(x))
+    with fwAD.dual_level():
+        dual = fwAD.make_dual(x, torch.ones_like(x))
+        with pytest.raises(npgrad.NpgradError, match=name):
+            scaled(dual, w, b)

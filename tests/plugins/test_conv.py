@@ -505,3 +505,53 @@ def test_complex_multi_channel_convolution_to_second_order() -> None:
     # Against torch's own complex convolution (the kernel flipped: a true convolution).
     expected = torch.nn.functional.conv2d(x, w.flip((-2, -1)), b, padding=1)
     torch.testing.assert_close(conv2d(x, w, b, mode="same"), expected)
+
+
+def test_flat_direct_variant_through_every_door() -> None:
+    # Shapes the direct engine runs as flat taps (several channels, a small kernel), composed
+    # with torch ops, against torch's own convolution and finite differences.
+    from npgrad_scipy import _correlate as engine
+
+    assert engine._direct_variant((2, 3, 9, 8), (4, 3, 3, 3)) == "flat"  # the padded input
+    gen = torch.Generator().manual_seed(0)
+    x = torch.randn(2, 3, 7, 6, dtype=torch.float64, generator=gen, requires_grad=True)
+    w = torch.randn(4, 3, 3, 3, dtype=torch.float64, generator=gen, requires_grad=True)
+
+    def ours(a: torch.Tensor, k: torch.Tensor) -> torch.Tensor:
+        return torch.tanh(conv2d(a, k, mode="same", method="direct")).pow(2).sum()
+
+    def theirs(a: torch.Tensor, k: torch.Tensor) -> torch.Tensor:
+        return torch.tanh(F.conv2d(a, k.flip((-2, -1)), padding=1)).pow(2).sum()
+
+    torch.testing.assert_close(ours(x, w), theirs(x, w))
+    # .backward and autograd.grad twice
+    ours(x, w).backward()
+    expected = torch.autograd.grad(theirs(x, w), (x, w))
+    torch.testing.assert_close((x.grad, w.grad), expected)
+    gx, gw = torch.autograd.grad(ours(x, w), (x, w), create_graph=True)
+    second = torch.autograd.grad(gx.sum() + gw.sum(), (x, w))
+    gx_t, gw_t = torch.autograd.grad(theirs(x, w), (x, w), create_graph=True)
+    torch.testing.assert_close(second, torch.autograd.grad(gx_t.sum() + gw_t.sum(), (x, w)))
+    # functional.hessian and hvp
+    hessian = torch.autograd.functional.hessian(lambda k: ours(x.detach(), k), w.detach())
+    torch.testing.assert_close(
+        hessian, torch.autograd.functional.hessian(lambda k: theirs(x.detach(), k), w.detach())
+    )
+    v = torch.randn_like(w)
+    _, hvp = torch.autograd.functional.hvp(lambda k: ours(x.detach(), k), w.detach(), v)
+    torch.testing.assert_close(hvp, (hessian.reshape(w.numel(), -1) @ v.reshape(-1)).view_as(w))
+    # torch.func: grad, jacrev, jacfwd, vmap, and forward mode
+    func_grad = torch.func.grad(ours, argnums=1)(x.detach(), w.detach())
+    torch.testing.assert_close(func_grad, expected[1])
+    jac_fwd = torch.func.jacfwd(lambda k: conv2d(x.detach(), k, mode="same"))(w.detach())
+    jac_rev = torch.func.jacrev(lambda k: conv2d(x.detach(), k, mode="same"))(w.detach())
+    torch.testing.assert_close(jac_fwd, jac_rev)
+    batched = torch.func.vmap(lambda a: ours(a[None], w.detach()))(x.detach())
+    torch.testing.assert_close(batched, torch.stack([theirs(a[None], w.detach()) for a in x]))
+    with torch.autograd.forward_ad.dual_level():
+        dual = torch.autograd.forward_ad.make_dual(w.detach(), v)
+        tangent = torch.autograd.forward_ad.unpack_dual(ours(x.detach(), dual)).tangent
+    torch.testing.assert_close(tangent, (expected[1] * v).sum())
+    # finite differences, first and second order
+    assert torch.autograd.gradcheck(ours, (x, w), check_forward_ad=True)
+    assert torch.autograd.gradgradcheck(ours, (x, w))
