@@ -37,7 +37,6 @@ _PLAIN_TENSORS = (_Tensor, _Parameter)
 # Positional inputs passed through as they are: numbers, and None for an absent optional input.
 _NUMBERS = (bool, int, float, complex, np.bool_, np.integer, np.floating, np.complexfloating)
 _CONSTANTS = (*_NUMBERS, type(None))
-_FLOATING = frozenset({torch.float16, torch.bfloat16, torch.float32, torch.float64})
 
 
 class Core:
@@ -53,33 +52,7 @@ class Core:
         self._outside_graph = _library.outside_graph(rules, self._library_problem)
 
     def __call__(self, *inputs: Any, **config: Any) -> Any:
-        if not config and not _is_compiling() and not _is_tracing():
-            # The common case, with as few checks as make it safe: CPU tensors of one
-            # floating dtype, one for each input, some needing a gradient, in grad mode. A
-            # device (a torch.device per tensor and a comparison) costs more than the flag.
-            rules = self._rules
-            if len(inputs) == rules.arity:
-                dtype = None
-                needs_graph = False
-                for value in inputs:
-                    kind = type(value)
-                    if (kind is not _Tensor and kind is not _Parameter) or not value.is_cpu:
-                        break
-                    if dtype is None:
-                        dtype = value.dtype
-                    elif value.dtype is not dtype:
-                        break
-                    if value.requires_grad:
-                        needs_graph = True
-                else:
-                    if (
-                        needs_graph
-                        and dtype in _FLOATING
-                        and torch.is_grad_enabled()
-                        and not _special_mode_active()
-                    ):
-                        return self._apply(Call(rules, config, dtype, None, len(inputs)), *inputs)
-        elif config and self._rules.kind == "op":
+        if config and self._rules.kind == "op":
             inputs, config = bind(self._rules, inputs, config)
         if _is_compiling() or _is_tracing():
             # torch.jit.trace records the custom op, which runs NumPy again on new inputs;
@@ -178,18 +151,18 @@ def call(core: Core, inputs: tuple[Any, ...], config: dict[str, Any], graph: boo
             f'npgrad op "{rules.name}": called with {len(inputs)} positional inputs, expected '
             f"{len(rules.input_names)} ({', '.join(rules.input_names)}); {fix}"
         )
-    # The fast case, checked with as little as possible: every input a tensor, all of one
-    # floating dtype, on one device.
+    # The fast case, checked with as little as possible: every input a CPU tensor, all of one
+    # floating dtype. Off the CPU, one device must be checked (a torch.device per tensor and a
+    # comparison, more than the CPU flag costs): the general path does it.
     needs_graph = False
-    dtype = device = None
+    dtype = None
     for value in inputs:
         kind = type(value)
-        if kind is not _Tensor and kind is not _Parameter:
+        if (kind is not _Tensor and kind is not _Parameter) or not value.is_cpu:
             return _call_general(core, inputs, config, graph)
         if dtype is None:
             dtype = value.dtype
-            device = value.device
-        elif value.dtype is not dtype or value.device != device:
+        elif value.dtype is not dtype:
             return _call_general(core, inputs, config, graph)
         if value.requires_grad:
             needs_graph = graph
@@ -197,7 +170,7 @@ def call(core: Core, inputs: tuple[Any, ...], config: dict[str, Any], graph: boo
         if dtype is None or not dtype.is_complex:
             return _call_general(core, inputs, config, graph)
         dtype = dtype.to_real()  # a Call holds the real dtype; complex results take its twin
-    state = Call(rules, config, dtype, None if inputs[0].is_cpu else device, len(inputs))
+    state = Call(rules, config, dtype, None, len(inputs))
     if needs_graph and not _special_mode_active() and torch.is_grad_enabled():
         return core._apply(state, *inputs)  # the common case, without _route's checks
     return _route(core, state, inputs, needs_graph)

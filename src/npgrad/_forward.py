@@ -132,24 +132,6 @@ def run_forward(state: Call, args: Sequence[Any], keep: bool = False) -> Any:
 def finish(state: Call, result: Any) -> Any:
     """Return the forward's ``result`` as tensors: checked, cast, on the call's device."""
     rules = state.rules
-    if (
-        type(result) is np.ndarray
-        and state.device is None
-        and result.dtype.kind == "f"
-        and result.dtype.itemsize <= 8
-        and result.flags.writeable
-    ):
-        # The common case, inlined: one fresh floating array on the CPU.
-        try:
-            output = torch.from_numpy(result)
-        except ValueError:  # negative strides: _output copies
-            pass
-        else:
-            if output.dtype is not state.dtype:
-                output = output.to(state.dtype)
-            if _anomaly_enabled():
-                check_finite(rules, output, "output 0 of the forward")
-            return output
     if isinstance(result, tuple):
         state.single = False
         outputs = tuple(

@@ -20,7 +20,7 @@ import torch
 
 from npgrad import _torch_internals as internals
 from npgrad._convert import differentiable, to_numpy_all
-from npgrad._forward import Call, add_note, finish, run_forward
+from npgrad._forward import Call, run_forward
 from npgrad._gradients import (
     companion_gradients,
     missing_backward,
@@ -42,23 +42,7 @@ def build(core: Runtime) -> tuple[type[torch.autograd.Function], type[torch.auto
     rules = core._rules
 
     def forward_eager(ctx: Any, state: Call, *args: Any) -> Any:
-        output = None
-        if state.rules.plain_forward and state.slots is None:
-            # run_forward's common case, inlined: every input a tensor, no signature, no save.
-            try:
-                arrays = to_numpy_all(args)
-            except (TypeError, NotImplementedError):
-                pass  # meta tensors or a dtype NumPy lacks: run_forward says which
-            else:
-                state.arrays = arrays
-                try:
-                    result = state.rules.forward(*arrays, **state.config)
-                except Exception as error:
-                    add_note(error, state.rules, "forward")
-                    raise
-                output = finish(state, result)
-        if output is None:
-            output = run_forward(state, args, True)
+        output = run_forward(state, args, True)
         _save(ctx, state, args, output, forward_mode=False)
         return output
 
