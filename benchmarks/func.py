@@ -31,20 +31,32 @@ def solve(a: np.ndarray, b: np.ndarray) -> np.ndarray:
 solve_op = npgrad.op("bench::solve", signature="(n,n),(n)->(n)")(solve)
 
 
+def solve_vjp(g: np.ndarray, a: np.ndarray, x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Return the solve's gradients in A and b from the output gradient g and the solution x."""
+    gb = np.linalg.solve(a.T, g)
+    return -np.outer(gb, x), gb
+
+
 @solve_op.backward
 def _(g, a, b):  # type: ignore[no-untyped-def]
-    gb = np.linalg.solve(a.T, g)
-    return -np.outer(gb, solve(a, b)), gb
+    return solve_vjp(g, a, solve(a, b))
 
 
-@torch.library.custom_op("bench::solve_custom", mutates_args=())
-def solve_custom(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
-    return torch.from_numpy(solve(a.numpy(force=True), b.numpy(force=True)))
+def solve_custom_op(name: str) -> torch.library.CustomOpDef:
+    """Return the NumPy solve as a torch.library custom op named ``name``, with its fake."""
+
+    @torch.library.custom_op(name, mutates_args=())
+    def op(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+        return torch.from_numpy(solve(a.numpy(force=True), b.numpy(force=True)))
+
+    @op.register_fake
+    def _(a, b):  # type: ignore[no-untyped-def]
+        return torch.empty_like(b)
+
+    return op
 
 
-@solve_custom.register_fake
-def _(a, b):  # type: ignore[no-untyped-def]
-    return torch.empty_like(b)
+solve_custom = solve_custom_op("bench::solve_custom")
 
 
 def _setup(ctx, inputs, output):  # type: ignore[no-untyped-def]
@@ -63,23 +75,15 @@ solve_custom.register_autograd(_backward, setup_context=_setup)
 
 # The same op as npgrad's: NumPy forward and NumPy backward, the backward a second custom op
 # (the way torch.library runs NumPy code in a compiled backward).
-@torch.library.custom_op("bench::solve_numpy", mutates_args=())
-def solve_numpy(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
-    return torch.from_numpy(solve(a.numpy(force=True), b.numpy(force=True)))
-
-
-@solve_numpy.register_fake
-def _(a, b):  # type: ignore[no-untyped-def]
-    return torch.empty_like(b)
+solve_numpy = solve_custom_op("bench::solve_numpy")
 
 
 @torch.library.custom_op("bench::solve_numpy_backward", mutates_args=())
 def solve_numpy_backward(
     g: torch.Tensor, a: torch.Tensor, x: torch.Tensor
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    a_, x_ = a.numpy(force=True), x.numpy(force=True)
-    gb = np.linalg.solve(a_.T, g.numpy(force=True))
-    return torch.from_numpy(-np.outer(gb, x_)), torch.from_numpy(gb)
+    grad_a, grad_b = solve_vjp(g.numpy(force=True), a.numpy(force=True), x.numpy(force=True))
+    return torch.from_numpy(grad_a), torch.from_numpy(grad_b)
 
 
 @solve_numpy_backward.register_fake
