@@ -384,11 +384,14 @@ def _direct_flat(xp: Array, w: Array, out: Array) -> None:
     # can stop there, inside the input, even for the last rows.
     reach = sum((k - 1) * stride for k, stride in zip(kernel[1:], strides, strict=True))
     flat = xp.reshape(b, c, first * inner)
+    # Each tap: its offset in the flat input, and its (O, C) weights.
     taps = [
-        (tap[0] * inner + sum(t * s for t, s in zip(tap[1:], strides, strict=True)), tap)
+        (
+            tap[0] * inner + sum(t * s for t, s in zip(tap[1:], strides, strict=True)),
+            np.ascontiguousarray(w[(slice(None), slice(None), *tap)]),
+        )
         for tap in np.ndindex(*kernel)
     ]
-    weights = [np.ascontiguousarray(w[(slice(None), slice(None), *tap)]) for _, tap in taps]
     rows = _flat_rows(ho, inner, o)
     valid = tuple(slice(0, n) for n in out.shape[3:])
 
@@ -400,7 +403,7 @@ def _direct_flat(xp: Array, w: Array, out: Array) -> None:
         acc[:, length:] = 0
         head = acc[:, :length]
         base = r0 * inner
-        for k, ((offset, _), weight) in enumerate(zip(taps, weights, strict=True)):
+        for k, (offset, weight) in enumerate(taps):
             stretch = flat[n, :, base + offset : base + offset + length]
             if k == 0:
                 np.matmul(weight, stretch, out=head)
